@@ -1,0 +1,270 @@
+"""Dispatch: resolve a request, pick workers, send the task down a worker's stream.
+
+One decision per request returns a primary and ordered fallbacks. When the
+primary fails before answering (its stream closes, its queue is full, the
+model is still loading there), the next candidate gets the task, within the
+request's deadline, a bounded number of attempts and a retry budget shared by
+all requests so retries cannot multiply load during an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mesh.catalog import Catalog
+from mesh.clock import Clock
+from mesh.errors import ErrorCode, MeshError
+from mesh.registry import WorkerRegistry, WorkerSession
+from mesh.routing import Rejection, RouteRequest, RoutingPolicy, pick_workers
+from mesh.validation import validate_request
+from mesh.v1 import registry_pb2
+
+log = logging.getLogger(__name__)
+
+Operation = str  # "encode" | "score" | "extract": the Task oneof field names
+OPERATIONS: tuple[Operation, ...] = ("encode", "score", "extract")
+
+# Failures that say "not on this worker, not now" rather than "never": the same
+# request may succeed on another worker.
+RETRY_ELSEWHERE = frozenset(
+    {
+        ErrorCode.WORKER_FAILED,
+        ErrorCode.QUEUE_FULL,
+        ErrorCode.MODEL_LOADING,
+        ErrorCode.RESOURCE_EXHAUSTED,
+        ErrorCode.LORA_LOADING,
+        ErrorCode.NOT_READY,
+        ErrorCode.MODEL_NOT_FOUND,
+    }
+)
+
+# When every attempt failed, the error the caller sees: the one that best tells
+# it what to do next (a model still loading beats a full queue beats a crash).
+_SURFACE_ORDER = (
+    ErrorCode.MODEL_LOADING,
+    ErrorCode.LORA_LOADING,
+    ErrorCode.QUEUE_FULL,
+    ErrorCode.RESOURCE_EXHAUSTED,
+    ErrorCode.NOT_READY,
+    ErrorCode.MODEL_NOT_FOUND,
+    ErrorCode.WORKER_FAILED,
+)
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    max_attempts: int = 3
+    """Workers tried for one request at most (the primary included)."""
+    default_timeout_s: float = 30.0
+    """Budget of a request whose caller set no deadline."""
+    max_timeout_s: float = 600.0
+    """Longest budget accepted, whatever the caller asks."""
+    retry_budget_ratio: float = 0.2
+    """Retries may add at most this fraction of the requests of the last window."""
+    retry_budget_min_per_s: float = 10.0
+    """Retries always allowed per second, so a quiet router can still retry."""
+    retry_budget_window_s: float = 10.0
+    """Window over which the retry budget counts requests and retries."""
+    provisioning_retry_after_s: float = 120.0
+    """Retry-After of a PROVISIONING answer."""
+    provisioning_estimated_wait_s: float = 180.0
+    """Estimated wait advertised with a PROVISIONING answer."""
+
+
+class RetryBudget:
+    """Caps retries at a fraction of recent requests plus a small floor rate."""
+
+    def __init__(self, policy: DispatchPolicy, clock: Clock) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._requests: collections.deque[float] = collections.deque()
+        self._retries: collections.deque[float] = collections.deque()
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self._policy.retry_budget_window_s
+        for times in (self._requests, self._retries):
+            while times and times[0] < cutoff:
+                times.popleft()
+
+    def record_request(self) -> None:
+        now = self._clock.monotonic()
+        self._requests.append(now)
+        if len(self._requests) > 4096:
+            self._prune(now)
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        now = self._clock.monotonic()
+        self._prune(now)
+        policy = self._policy
+        allowed = (
+            policy.retry_budget_min_per_s * policy.retry_budget_window_s
+            + policy.retry_budget_ratio * len(self._requests)
+        )
+        if len(self._retries) >= allowed:
+            return False
+        self._retries.append(now)
+        return True
+
+
+@dataclass
+class DemandEntry:
+    requests: int = 0
+    last_seen_wall_s: float = 0.0
+
+
+class PendingDemand:
+    """Requests that found no capacity, per (machine profile, bundle, pool), for autoscalers."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._entries: dict[tuple[str, str, str], DemandEntry] = {}
+
+    def record(self, machine_profile: str, bundle: str, pool: str) -> None:
+        entry = self._entries.setdefault((machine_profile, bundle, pool), DemandEntry())
+        entry.requests += 1
+        entry.last_seen_wall_s = self._clock.wall()
+
+    def items(self) -> list[tuple[tuple[str, str, str], DemandEntry]]:
+        return sorted(self._entries.items())
+
+
+class Dispatcher:
+    """Runs one inference request to completion on some worker."""
+
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        catalog: Callable[[], Catalog],
+        *,
+        router_id: str,
+        routing_policy: RoutingPolicy,
+        policy: DispatchPolicy,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self._registry = registry
+        self._catalog = catalog
+        self._router_id = router_id
+        self._routing_policy = routing_policy
+        self.policy = policy
+        self._clock = clock
+        self._rng = rng
+        self._budget = RetryBudget(policy, clock)
+        self.demand = PendingDemand(clock)
+        self._task_ids = itertools.count(1)
+        self.completed = 0
+
+    def budget_s(self, timeout_s: float | None) -> float:
+        """The time a request gets: the caller's deadline, bounded."""
+        if timeout_s is None or timeout_s <= 0:
+            return self.policy.default_timeout_s
+        return min(timeout_s, self.policy.max_timeout_s)
+
+    async def dispatch(self, operation: Operation, request, *, timeout_s: float | None, request_id: str):
+        """Run `request` and return the worker's response message (with timing and worker set)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.budget_s(timeout_s)
+        validate_request(operation, request)
+        resolution = self._catalog().resolve(request.model, request.options.profile)
+        target = request.target
+        route = RouteRequest(
+            model_id=resolution.model_id.lower(),
+            bundles=resolution.bundles,
+            machine_profile=target.machine_profile.strip().lower(),
+            pool=target.pool.strip().lower(),
+        )
+        decision = pick_workers(self._registry.snapshot(), route, self._routing_policy, self._rng)
+        if decision.primary is None:
+            raise self._no_capacity(decision.rejection)
+        self._budget.record_request()
+        candidates = (decision.primary, *decision.fallbacks)
+        failures: list[MeshError] = []
+        for attempt, worker in enumerate(candidates):
+            if attempt >= self.policy.max_attempts:
+                break
+            if attempt and not self._budget.try_spend():
+                log.info("retry budget spent; %s not retried", request_id)
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0.001:
+                raise MeshError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed before a worker answered")
+            session = self._registry.get(worker.worker_id)
+            if session is None or session.closed or session.instance_uid != worker.instance_uid:
+                continue  # left between the snapshot and now
+            try:
+                result = await self._attempt(
+                    session, operation, request, resolution.model_id, resolution.profile, remaining
+                )
+            except MeshError as error:
+                if error.code not in RETRY_ELSEWHERE:
+                    raise
+                failures.append(error)
+                continue
+            if result.WhichOneof("outcome") == "error":
+                error = MeshError.from_detail(result.error)
+                if error.code not in RETRY_ELSEWHERE:
+                    raise error
+                failures.append(error)
+                continue
+            response = getattr(result, operation)
+            response.worker_id = session.worker_id
+            response.request_id = request_id
+            timing = response.timing
+            timing.queue_ms = result.queue_ms
+            timing.inference_ms = result.inference_ms
+            timing.total_ms = (loop.time() - started) * 1000.0
+            self.completed += 1
+            return response
+        if not failures:
+            raise MeshError(ErrorCode.WORKER_FAILED, "every chosen worker left before the request was sent")
+        raise min(failures, key=lambda e: _SURFACE_ORDER.index(e.code))
+
+    async def _attempt(
+        self,
+        session: WorkerSession,
+        operation: Operation,
+        request,
+        model_id: str,
+        profile: str,
+        remaining_s: float,
+    ) -> registry_pb2.TaskResult:
+        task_id = f"{self._router_id}-{next(self._task_ids)}"
+        task = registry_pb2.Task(task_id=task_id, model_id=model_id, profile=profile, budget_ms=int(remaining_s * 1000))
+        getattr(task, operation).CopyFrom(request)
+        future = session.open_task(task_id)
+        try:
+            session.send(registry_pb2.RouterMessage(task=task))
+            async with asyncio.timeout(remaining_s):
+                return await future
+        except TimeoutError:
+            self._cancel(session, task_id)
+            raise MeshError(ErrorCode.DEADLINE_EXCEEDED, "no answer within the request's deadline") from None
+        except asyncio.CancelledError:
+            self._cancel(session, task_id)  # the caller left: free the worker
+            raise
+        finally:
+            session.finish_task(task_id)
+
+    @staticmethod
+    def _cancel(session: WorkerSession, task_id: str) -> None:
+        if not session.closed:
+            session.send(registry_pb2.RouterMessage(cancel=registry_pb2.Cancel(task_id=task_id)))
+
+    def _no_capacity(self, rejection: Rejection) -> MeshError:
+        """The caller's error when no worker qualified; missing capacity is recorded as demand."""
+        error = rejection.to_error()
+        if error.code is ErrorCode.PROVISIONING:
+            self.demand.record(rejection.machine_profile, rejection.bundle, rejection.pool)
+            what = f"GPU type '{rejection.machine_profile}'" if rejection.machine_profile else f"bundle '{rejection.bundle}'"
+            error.message = f"No worker available for {what}. Provisioning in progress."
+            error.retry_after_s = self.policy.provisioning_retry_after_s
+            error.estimated_wait_s = self.policy.provisioning_estimated_wait_s
+        return error

@@ -1,0 +1,280 @@
+"""The router process: gRPC server, live registry, dispatcher and their lifecycle.
+
+Lifecycle: `start` (bind, serve), `drain` (readiness goes false first, then
+new requests are refused while in-flight ones finish), `stop` (close worker
+streams, stop the server). `Router.service` is the in-process `MeshService`
+the HTTP facade calls when it runs inside the router (no gRPC hop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from mesh.catalog import Catalog, load_catalog
+from mesh.clock import Clock, SystemClock
+from mesh.cluster_view import RateMeter, cluster_health, find_model, model_summaries
+from mesh.dispatch import DispatchPolicy, Dispatcher
+from mesh.errors import ErrorCode, MeshError
+from mesh.registry import WorkerRegistry
+from mesh.routing import RoutingPolicy
+from mesh.services import ClusterService, InferenceService, RegistrySettings, WorkerRegistryService
+from mesh.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = "mesh.v1.Inference"
+REGISTRY_SERVICE = "mesh.v1.WorkerRegistry"
+
+# Keepalive is set on both ends together: the worker agent pings every 10 s
+# and the router allows it, so dead peers are found without waiting on TCP.
+SERVER_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+)
+
+
+def default_router_id(port: int) -> str:
+    return f"router-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one (see `Router.port`)."""
+    router_id: str = ""
+    """Stable name of this replica; generated when empty."""
+    bundles_dir: Path | None = None
+    """Directory of bundle YAML files, beside the built-in catalog."""
+    models_dir: Path | None = None
+    """Directory of model YAML files, beside the built-in catalog."""
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    dispatch: DispatchPolicy = field(default_factory=DispatchPolicy)
+    routing: RoutingPolicy = field(default_factory=RoutingPolicy)
+    sweep_interval_s: float = 0.25
+    """How often silent workers are looked for."""
+    drain_grace_s: float = 10.0
+    """Time in-flight requests get to finish when the router drains."""
+
+
+class LocalMeshService:
+    """`MeshService` served by this router's own dispatcher (no network hop)."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._dispatcher = router.dispatcher
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.accepting = True
+
+    async def _run(self, operation: str, request, timeout_s: float | None, request_id: str):
+        if not self.accepting:
+            raise MeshError(ErrorCode.NOT_READY, "router is draining")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            response = await self._dispatcher.dispatch(
+                operation, request, timeout_s=timeout_s, request_id=request_id
+            )
+            self._router.rate.mark()
+            return response
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def encode(
+        self, request: inference_pb2.EncodeRequest, *, timeout_s: float | None, request_id: str
+    ) -> inference_pb2.EncodeResponse:
+        return await self._run("encode", request, timeout_s, request_id)
+
+    async def score(
+        self, request: inference_pb2.ScoreRequest, *, timeout_s: float | None, request_id: str
+    ) -> inference_pb2.ScoreResponse:
+        return await self._run("score", request, timeout_s, request_id)
+
+    async def extract(
+        self, request: inference_pb2.ExtractRequest, *, timeout_s: float | None, request_id: str
+    ) -> inference_pb2.ExtractResponse:
+        return await self._run("extract", request, timeout_s, request_id)
+
+    async def cluster_health(self) -> cluster_pb2.ClusterHealth:
+        return self._router.cluster_health()
+
+    async def list_models(self) -> cluster_pb2.ListModelsResponse:
+        return cluster_pb2.ListModelsResponse(models=self._router.model_summaries())
+
+    async def get_model(self, model: str) -> cluster_pb2.ModelSummary:
+        return self._router.find_model(model)
+
+    def ready(self) -> bool:
+        return self.accepting and self._router.serving
+
+
+class Router:
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.config = config
+        self.router_id = config.router_id or default_router_id(config.port)
+        self.clock = clock or SystemClock()
+        self._catalog = catalog or load_catalog(config.bundles_dir, config.models_dir)
+        self.registry = WorkerRegistry(self.clock)
+        self.dispatcher = Dispatcher(
+            self.registry,
+            lambda: self._catalog,
+            router_id=self.router_id,
+            routing_policy=config.routing,
+            policy=config.dispatch,
+            clock=self.clock,
+            rng=rng or random.Random(),
+        )
+        self.rate = RateMeter(self.clock)
+        self.config_epoch = 0
+        self.service = LocalMeshService(self)
+        self.registry_service = WorkerRegistryService(
+            self.registry,
+            router_id=self.router_id,
+            settings=config.registry,
+            config_epoch=lambda: self.config_epoch,
+        )
+        self.health = HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.port = 0
+        self.serving = False
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        registry_pb2_grpc.add_WorkerRegistryServicer_to_server(self.registry_service, server)
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(self.service), server)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        host = self.config.host
+        bind_host = f"[{host}]" if ":" in host else host
+        self.port = server.add_insecure_port(f"{bind_host}:{self.config.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {host}:{self.config.port}")
+        await server.start()
+        self._server = server
+        self.serving = True
+        for service in ("", INFERENCE_SERVICE, REGISTRY_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._tasks.append(asyncio.create_task(self._sweep_silent(), name="sweep-silent"))
+        log.info("router %s serving gRPC on %s", self.router_id, self.address)
+
+    async def _sweep_silent(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            for worker_id in self.registry_service.eject_silent():
+                log.warning("worker %s ejected: silent past the timeout", worker_id)
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Readiness off, then refuse new requests and let in-flight ones finish."""
+        grace = self.config.drain_grace_s if grace_s is None else grace_s
+        for service in (INFERENCE_SERVICE, REGISTRY_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.service.accepting = False
+        self.registry_service.accepting = False
+        if not await self.service.wait_idle(grace):
+            log.warning("drain: %d requests still in flight after %.1f s", self.service.in_flight, grace)
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        if self._server is None:
+            return
+        self.serving = False
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.registry_service.close_all("router stopping")
+        await self._server.stop(grace_s)
+        self._server = None
+        log.info("router %s stopped", self.router_id)
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    # -- views ---------------------------------------------------------------
+
+    def cluster_health(self) -> cluster_pb2.ClusterHealth:
+        return cluster_health(
+            list(self.registry),
+            self._catalog,
+            router_id=self.router_id,
+            clock=self.clock,
+            total_qps=self.rate.rate(),
+            config_epoch=self.config_epoch,
+            store_connected=True,
+        )
+
+    def model_summaries(self) -> list[cluster_pb2.ModelSummary]:
+        return model_summaries(list(self.registry), self._catalog)
+
+    def find_model(self, model: str) -> cluster_pb2.ModelSummary:
+        return find_model(self.model_summaries(), self._catalog, model)
+
+    def drain_worker(self, worker_id: str, grace_s: float) -> bool:
+        session = self.registry.get(worker_id)
+        if session is None or session.closed:
+            return False
+        session.set_draining()
+        session.send(
+            registry_pb2.RouterMessage(
+                drain=registry_pb2.Drain(reason="drain requested", grace_ms=int(max(grace_s, 0) * 1000))
+            )
+        )
+        return True

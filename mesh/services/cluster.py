@@ -1,0 +1,44 @@
+"""`Cluster`: fleet health, models, a status stream, pending demand, worker drain."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mesh.errors import MeshError
+from mesh.services.inference import abort_with
+from mesh.v1 import cluster_pb2, cluster_pb2_grpc
+
+
+class ClusterService(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, router) -> None:
+        # `router` is mesh.router.Router; typed loosely to avoid an import cycle.
+        self._router = router
+
+    async def GetHealth(self, request, context):  # noqa: N802 - gRPC name
+        return cluster_pb2.GetHealthResponse(health=self._router.cluster_health())
+
+    async def ListModels(self, request, context):  # noqa: N802 - gRPC name
+        return cluster_pb2.ListModelsResponse(models=self._router.model_summaries())
+
+    async def GetModel(self, request, context):  # noqa: N802 - gRPC name
+        try:
+            return cluster_pb2.GetModelResponse(model=self._router.find_model(request.model))
+        except MeshError as error:
+            await abort_with(context, error)
+
+    async def WatchStatus(self, request, context):  # noqa: N802 - gRPC name
+        interval_s = min(max(request.interval_ms or 1000, 100), 60_000) / 1000.0
+        while True:
+            yield cluster_pb2.WatchStatusResponse(health=self._router.cluster_health())
+            await asyncio.sleep(interval_s)
+
+    async def GetPendingDemand(self, request, context):  # noqa: N802 - gRPC name
+        response = cluster_pb2.GetPendingDemandResponse()
+        for (profile, bundle, pool), entry in self._router.dispatcher.demand.items():
+            row = response.demand.add(machine_profile=profile, bundle=bundle, pool=pool, requests=entry.requests)
+            row.last_seen.FromNanoseconds(int(entry.last_seen_wall_s * 1e9))
+        return response
+
+    async def DrainWorker(self, request, context):  # noqa: N802 - gRPC name
+        found = self._router.drain_worker(request.worker_id, grace_s=request.grace_ms / 1000.0)
+        return cluster_pb2.DrainWorkerResponse(found=found)
