@@ -132,19 +132,27 @@ class DrainNotice(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class ResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
+
 class WorkerMessage(_message.Message):
-    __slots__ = ("hello", "status", "result", "config_ack", "drain_notice")
+    __slots__ = ("hello", "status", "result", "config_ack", "drain_notice", "result_batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CONFIG_ACK_FIELD_NUMBER: _ClassVar[int]
     DRAIN_NOTICE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     status: WorkerStatus
     result: TaskResult
     config_ack: ConfigAck
     drain_notice: DrainNotice
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., status: _Optional[_Union[WorkerStatus, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., config_ack: _Optional[_Union[ConfigAck, _Mapping]] = ..., drain_notice: _Optional[_Union[DrainNotice, _Mapping]] = ...) -> None: ...
+    result_batch: ResultBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., status: _Optional[_Union[WorkerStatus, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., config_ack: _Optional[_Union[ConfigAck, _Mapping]] = ..., drain_notice: _Optional[_Union[DrainNotice, _Mapping]] = ..., result_batch: _Optional[_Union[ResultBatch, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("router_id", "config_epoch", "status_interval_ms", "silence_timeout_ms")
@@ -214,18 +222,26 @@ class Fence(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class TaskBatch(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+
 class RouterMessage(_message.Message):
-    __slots__ = ("welcome", "task", "cancel", "config_update", "drain", "fence")
+    __slots__ = ("welcome", "task", "cancel", "config_update", "drain", "fence", "task_batch")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     CONFIG_UPDATE_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
+    TASK_BATCH_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     task: Task
     cancel: Cancel
     config_update: ConfigUpdate
     drain: Drain
     fence: Fence
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., fence: _Optional[_Union[Fence, _Mapping]] = ...) -> None: ...
+    task_batch: TaskBatch
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., config_update: _Optional[_Union[ConfigUpdate, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., fence: _Optional[_Union[Fence, _Mapping]] = ..., task_batch: _Optional[_Union[TaskBatch, _Mapping]] = ...) -> None: ...
