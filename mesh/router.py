@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 
 from mesh.catalog import Catalog, load_catalog
 from mesh.clock import Clock, SystemClock
+from mesh.coordination import DEFAULT_PREFIX, CoordinationStore, open_store
 from mesh.cluster_view import RateMeter, cluster_health, find_model, model_summaries
 from mesh.dispatch import DispatchPolicy, Dispatcher
 from mesh.errors import ErrorCode, MeshError
@@ -79,6 +80,10 @@ class RouterConfig:
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     sweep_interval_s: float = 0.25
     """How often silent workers are looked for."""
+    etcd_url: str | None = None
+    """etcd endpoints (`http://host:2379[,...]`); None runs the embedded in-memory store (one router)."""
+    store_prefix: str = DEFAULT_PREFIX
+    """Key prefix of this mesh in the store, so several meshes can share one etcd."""
     drain_grace_s: float = 10.0
     """Time in-flight requests get to finish when the router drains."""
 
@@ -153,8 +158,11 @@ class Router:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         catalog: Catalog | None = None,
+        store: CoordinationStore | None = None,
     ) -> None:
         self.config = config
+        self.store = store or open_store(config.etcd_url, config.store_prefix)
+        """Shared state replicas agree on (etcd), or the embedded memory store."""
         self.router_id = config.router_id or default_router_id(config.port)
         self.clock = clock or SystemClock()
         self._catalog = catalog or load_catalog(config.bundles_dir, config.models_dir)
@@ -194,6 +202,9 @@ class Router:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
+        # Never blocks on an unreachable etcd: routing runs from memory and
+        # only shared-state writes wait for the store.
+        await self.store.start()
         server = grpc.aio.server(options=SERVER_OPTIONS)
         registry_pb2_grpc.add_WorkerRegistryServicer_to_server(self.registry_service, server)
         inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(self.service), server)
@@ -242,6 +253,7 @@ class Router:
         self.registry_service.close_all("router stopping")
         await self._server.stop(grace_s)
         self._server = None
+        await self.store.close()
         log.info("router %s stopped", self.router_id)
 
     async def wait_for_termination(self) -> None:
@@ -258,7 +270,7 @@ class Router:
             clock=self.clock,
             total_qps=self.rate.rate(),
             config_epoch=self.config_epoch,
-            store_connected=True,
+            store_connected=self.store.connected,
         )
 
     def model_summaries(self) -> list[cluster_pb2.ModelSummary]:
