@@ -1,7 +1,8 @@
 """`mesh`: one command for every process of the mesh.
 
-    mesh router  --port 50051 [--http-port 8080]
-    mesh worker  --router HOST:PORT[,HOST:PORT...] --bundle B --machine-profile P --backend NAME
+    mesh router  --port 50051 [--http-port 8080] [--etcd http://HOST:2379 --advertise-address HOST:PORT]
+    mesh worker  --router HOST:PORT[,HOST:PORT...] | --router dns:///NAME:PORT | --etcd http://HOST:2379
+                 --bundle B --machine-profile P --backend NAME
     mesh facade  --port 8080 --router HOST:PORT[,...]
     mesh up      a router, the HTTP facade and one real-model worker on localhost
 
@@ -51,6 +52,10 @@ def configure_logging(level: str, json_logs: bool) -> None:
     root.setLevel(level.upper())
 
 
+class ConfigurationError(Exception):
+    """A setting from the environment that cannot be used; reported, exit status 2."""
+
+
 def port_number(text: str) -> int:
     try:
         value = int(text)
@@ -78,7 +83,7 @@ def existing_dir(text: str) -> Path:
     return path
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, default="info", help="log level")
     parser.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
 
@@ -105,13 +110,36 @@ def add_router_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="time in-flight requests get on shutdown (default 10)",
     )
+    from mesh.ha.flags import add_advertise_argument, add_etcd_arguments
+
+    add_etcd_arguments(
+        parser,
+        what="the router replicas share state through; without it one router keeps its state in memory",
+    )
+    add_advertise_argument(parser)
+    parser.add_argument(
+        "--lease-ttl-s",
+        type=positive_seconds,
+        default=5.0,
+        help="TTL of this replica's etcd lease: a crashed replica's registrations and leadership "
+        "end this long after it dies (default 5)",
+    )
 
 
 def router_config(args: argparse.Namespace):
+    from mesh.config_api import ConfigServiceConfig, config_store_dir_from_env
+    from mesh.ha import ReplicaConfig
     from mesh.router import RouterConfig
     from mesh.services import RegistrySettings
 
+    try:
+        config_api = ConfigServiceConfig.from_env()
+        config_store_dir = config_store_dir_from_env()
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
     return RouterConfig(
+        config_api=config_api,
+        config_store_dir=config_store_dir,
         host=args.host,
         port=args.port,
         router_id=args.router_id,
@@ -119,6 +147,10 @@ def router_config(args: argparse.Namespace):
         models_dir=args.models_dir,
         registry=RegistrySettings(silence_timeout_s=args.silence_timeout_s),
         drain_grace_s=args.drain_grace_s,
+        etcd_url=args.etcd,
+        store_prefix=args.etcd_prefix,
+        advertise_address=args.advertise_address or "",
+        replica=ReplicaConfig(lease_ttl_s=args.lease_ttl_s),
     )
 
 
@@ -138,7 +170,7 @@ async def _start_facade_in_router(router, host: str, port: int):
     """Serve the HTTP facade on the router's own dispatcher; returns its runner."""
     from http_facade import FacadeConfig, create_app, start_http_server
 
-    app = create_app(router.service, FacadeConfig.from_env())
+    app = create_app(router.service, FacadeConfig.from_env(), config_api=router.config_service)
     return await start_http_server(app, host, port)
 
 
@@ -148,7 +180,7 @@ async def run_router(args: argparse.Namespace) -> int:
 
     try:
         router = Router(router_config(args))
-    except MeshError as error:
+    except (MeshError, ConfigurationError, ValueError) as error:
         log.error("cannot start: %s", error)
         return 2
     try:
@@ -284,34 +316,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     router = commands.add_parser("router", help="run a router replica")
     add_router_arguments(router)
-    _add_common(router)
+    add_logging_arguments(router)
 
     worker = commands.add_parser("worker", help="run a worker agent next to a model")
     from worker_agent.cli import add_worker_arguments
 
     add_worker_arguments(worker)
+    add_logging_arguments(worker)
 
     facade = commands.add_parser("facade", help="run the HTTP facade as its own process")
     from http_facade.cli import add_facade_arguments
 
     add_facade_arguments(facade)
-    _add_common(facade)
+    add_logging_arguments(facade)
 
     up = commands.add_parser("up", help="run a local mesh: router, HTTP facade and one real-model worker")
     add_up_arguments(up)
-    _add_common(up)
+    add_logging_arguments(up)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.json_logs)
     if args.command == "worker":
         from worker_agent.cli import run_worker
 
         runner = run_worker
     else:
-        configure_logging(args.log_level, args.json_logs)
         if args.command == "router":
             runner = run_router
         elif args.command == "facade":

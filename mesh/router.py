@@ -24,10 +24,13 @@ from grpc_health.v1._async import HealthServicer
 
 from mesh.catalog import Catalog, load_catalog
 from mesh.clock import Clock, SystemClock
-from mesh.coordination import DEFAULT_PREFIX, CoordinationStore, open_store
+from mesh.coordination import DEFAULT_PREFIX, CoordinationStore, SystemSleepClock, open_store
 from mesh.cluster_view import RateMeter, cluster_health, find_model, model_summaries
+from mesh.config_api import ConfigService, ConfigServiceConfig, ConfigStore, add_config_servicer, open_config_store
 from mesh.dispatch import DispatchPolicy, Dispatcher
 from mesh.errors import ErrorCode, MeshError
+from mesh.ha import Leadership, Replica, ReplicaConfig
+from mesh.pools import PoolsConfig, RouterPools, add_pools_servicer
 from mesh.registry import WorkerRegistry
 from mesh.routing import RoutingPolicy
 from mesh.services import ClusterService, InferenceService, RegistrySettings, WorkerRegistryService
@@ -63,6 +66,16 @@ def default_router_id(port: int) -> str:
     return f"router-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def default_advertise_address(host: str, port: int) -> str:
+    """What workers dial when none is configured: the bind address, or this host's for a wildcard."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class RouterConfig:
     host: str = "127.0.0.1"
@@ -86,6 +99,17 @@ class RouterConfig:
     """Key prefix of this mesh in the store, so several meshes can share one etcd."""
     drain_grace_s: float = 10.0
     """Time in-flight requests get to finish when the router drains."""
+    advertise_address: str = ""
+    """`host:port` workers dial to reach this replica, published in `routers/{router_id}`;
+    empty: the bind address (this host's address when binding a wildcard)."""
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    """Lease, fencing and leadership of this replica in the replica set (see `mesh.ha`)."""
+    pools: PoolsConfig = field(default_factory=PoolsConfig)
+    """Tenant pools: spec limits, store deadlines, pacing of the leader's assignment loop."""
+    config_api: ConfigServiceConfig = field(default_factory=ConfigServiceConfig)
+    """Config API behaviour; `ConfigServiceConfig.from_env()` reads SIE_CONFIG_RESTORE."""
+    config_store_dir: Path | None = None
+    """SIE_CONFIG_STORE_DIR: with no etcd, keep API-added model configs in this directory."""
 
 
 class LocalMeshService:
@@ -159,6 +183,7 @@ class Router:
         rng: random.Random | None = None,
         catalog: Catalog | None = None,
         store: CoordinationStore | None = None,
+        config_store: ConfigStore | None = None,
     ) -> None:
         self.config = config
         self.store = store or open_store(config.etcd_url, config.store_prefix)
@@ -179,12 +204,44 @@ class Router:
         self.rate = RateMeter(self.clock)
         self.config_epoch = 0
         self.service = LocalMeshService(self)
+        self.config_service = ConfigService(
+            config_store or open_config_store(self.store, store_dir=config.config_store_dir),
+            registry=self.registry,
+            router_id=self.router_id,
+            catalog=self._catalog,
+            on_change=self._config_changed,
+            settings=config.config_api,
+            rng=rng,
+        )
+        """The Config API (in-process `ConfigApi`): owns config changes to the catalog."""
         self.registry_service = WorkerRegistryService(
             self.registry,
             router_id=self.router_id,
             settings=config.registry,
             config_epoch=lambda: self.config_epoch,
+            on_config_ack=self.config_service.on_config_ack,
+            on_attach=self.config_service.on_attach,
         )
+        self.replica = Replica(
+            self.store,
+            router_id=self.router_id,
+            config=config.replica,
+            clock=self.clock if hasattr(self.clock, "sleep") else SystemSleepClock(),  # type: ignore[arg-type]
+            wall_clock=self.clock,
+        )
+        """This router as a member of the replica set: its lease, registrations, fences, leadership."""
+        self.registry_service.add_session_listener(self.replica.membership)
+        self.registry_service.set_fence_gate(self.replica.membership.is_fenced)
+        self.replica.membership.bind_registry(self.registry_service.fence_incarnation)
+        self.pools = RouterPools(
+            self.store,
+            self.registry,
+            clock=self.clock if hasattr(self.clock, "sleep") else SystemSleepClock(),  # type: ignore[arg-type]
+            config=config.pools,
+            leadership=self.replica.leadership,
+            bundle_exists=lambda bundle: self._catalog.bundle(bundle) is not None,
+        )
+        """Tenant pools; `pools.service` is the in-process `PoolsApi` (mesh.v1.Pools, /v1/pools)."""
         self.health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -195,9 +252,24 @@ class Router:
     def catalog(self) -> Catalog:
         return self._catalog
 
+    def _config_changed(self, catalog: Catalog, epoch: int) -> None:
+        # The dispatcher reads the catalog through a callable: this swap is the switch-over.
+        self._catalog = catalog
+        self.config_epoch = epoch
+
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.port}"
+
+    @property
+    def advertise_address(self) -> str:
+        """What workers and peers dial to reach this replica (see `RouterConfig.advertise_address`)."""
+        return self.config.advertise_address or default_advertise_address(self.config.host, self.port)
+
+    @property
+    def leadership(self) -> Leadership:
+        """Singleton loops run here only while this replica leads; see `mesh.ha.leadership`."""
+        return self.replica.leadership
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -209,18 +281,31 @@ class Router:
         registry_pb2_grpc.add_WorkerRegistryServicer_to_server(self.registry_service, server)
         inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(self.service), server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
+        add_config_servicer(self.config_service, server)
+        add_pools_servicer(self.pools.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host = self.config.host
         bind_host = f"[{host}]" if ":" in host else host
-        self.port = server.add_insecure_port(f"{bind_host}:{self.config.port}")
+        try:
+            self.port = server.add_insecure_port(f"{bind_host}:{self.config.port}")
+        except RuntimeError:  # grpc reports a taken or invalid address this way
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind {host}:{self.config.port}")
+            await self.store.close()
+            raise OSError(f"cannot listen on {host}:{self.config.port} (address in use or not local)")
+        # Restored before the server accepts anyone, so no worker or client sees
+        # the catalog without its API-added models (bounded: degrades, never hangs).
+        await self.config_service.start()
+        # Pool assignments reach routing before any worker can attach (never waits for the store).
+        await self.pools.start()
         await server.start()
         self._server = server
         self.serving = True
         for service in ("", INFERENCE_SERVICE, REGISTRY_SERVICE):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_silent(), name="sweep-silent"))
+        # Advertised only once serving, so whoever finds it can dial it.
+        await self.replica.start(self.advertise_address)
         log.info("router %s serving gRPC on %s", self.router_id, self.address)
 
     async def _sweep_silent(self) -> None:
@@ -236,6 +321,9 @@ class Router:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.accepting = False
         self.registry_service.accepting = False
+        # Revoking the lease removes this replica's keys (registration, its
+        # workers', leadership) at once: workers and peers act now, not a TTL later.
+        await self.replica.release()
         if not await self.service.wait_idle(grace):
             log.warning("drain: %d requests still in flight after %.1f s", self.service.in_flight, grace)
 
@@ -253,6 +341,9 @@ class Router:
         self.registry_service.close_all("router stopping")
         await self._server.stop(grace_s)
         self._server = None
+        await self.config_service.stop()
+        await self.pools.stop()
+        await self.replica.stop()
         await self.store.close()
         log.info("router %s stopped", self.router_id)
 

@@ -1,12 +1,12 @@
-"""`python -m worker_agent --router HOST:PORT ...`"""
+"""`python -m worker_agent --router HOST:PORT ...` (the same as `mesh worker`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
+from mesh.cli import add_logging_arguments, configure_logging
 from worker_agent.cli import add_worker_arguments, run_worker
 
 
@@ -15,9 +15,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m worker_agent", description="Run a worker agent next to a model backend."
     )
     add_worker_arguments(parser)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.json_logs)
     return asyncio.run(run_worker(args))
 
 

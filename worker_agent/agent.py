@@ -1,11 +1,13 @@
 """The worker agent: registration links, task intake, model lifecycle, batching.
 
-One agent runs next to one backend. It dials every router (`RouterLink`),
-admits the tasks they send (validation, model state, queue capacity,
-deadline), batches them (`BatchLoop`) and answers each on the stream it came
-from. Lifecycle: `start`, then serve, `drain` (readiness off first, finish
-in-flight work, take nothing new), `stop` (every owned task cancelled and
-awaited, the backend closed).
+One agent runs next to one backend. It dials every router (`RouterLink`) --
+a static list, the addresses of a DNS name, or the replicas registered in
+etcd, followed as they change (`RouterDiscovery`) -- admits the tasks they
+send (validation, model state, queue capacity, deadline), batches them
+(`BatchLoop`) and answers each on the stream it came from. Lifecycle:
+`start`, then serve, `drain` (readiness off first, finish in-flight work,
+take nothing new), `stop` (every owned task cancelled and awaited, the
+backend closed).
 
 Models load lazily: the first task for a model that is not loaded starts the
 load and, like every task that arrives while it loads, is answered
@@ -35,6 +37,7 @@ from worker_agent.backends.base import Backend
 from worker_agent.batch_loop import BatchLoop, PendingTask
 from worker_agent.batching import BatchKey, BatchLimits, estimate_request_tokens
 from worker_agent.config import DEFAULT_MAX_BATCH_TOKENS, AgentConfig
+from worker_agent.discovery import Resolver, RouterDiscovery, system_resolver
 from worker_agent.health import HealthEndpoint
 from worker_agent.router_link import LinkSession, RouterLink
 from worker_agent.status import AgentStatus, ModelReport, status_to_proto
@@ -71,6 +74,7 @@ class WorkerAgent:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -92,8 +96,9 @@ class WorkerAgent:
             on_outcome=self._deliver,
             on_change=self._queue_changed,
         )
-        self._links: list[RouterLink] = []
-        self._link_tasks: list[asyncio.Task[None]] = []
+        self._links: dict[str, tuple[RouterLink, asyncio.Task[None]]] = {}
+        """Every link whose `run` has not returned, by router address (retired ones included)."""
+        self._discovery = RouterDiscovery(config.discovery, self._set_routers, resolver=resolver)
         self._sessions: set[LinkSession] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health: HealthEndpoint | None = None
@@ -120,21 +125,21 @@ class WorkerAgent:
             await self._health.start()
         self._phase = "running"
         self._spawn(self._batches.run(), "batch-loop")
-        for address in self.config.routers:
-            link = RouterLink(address, self, self.config.link, clock=self._clock, rng=self._rng)
-            self._links.append(link)
-            self._link_tasks.append(self._spawn(link.run(), f"link-{address}"))
+        self._set_routers(self._discovery.current)
+        if self.config.discovery.dynamic:
+            self._spawn(self._discovery.run(), "router-discovery")
         if self.config.preload:
             self._spawn(self._preload(), "preload")
         else:
             await self._publish_readiness()
+        sources = [*self.config.routers, *(f"etcd {url}" for url in [self.config.etcd_url] if url)]
         log.info(
             "worker %s (instance %s) serving bundle %s with backend %s; routers: %s",
             self.config.worker_id,
             self.instance_uid,
             self.config.bundle,
             self.backend.name,
-            ", ".join(self.config.routers),
+            ", ".join(sources),
         )
 
     async def drain(self, grace_s: float | None = None, reason: str = "draining") -> None:
@@ -172,10 +177,11 @@ class WorkerAgent:
         if self._health is not None:
             await self._health.set_ready(False)
         if was_running:
-            for link in self._links:
+            links = list(self._links.values())
+            for link, _ in links:
                 link.request_close()
-            if self._link_tasks:
-                await asyncio.wait(self._link_tasks, timeout=self.config.link.close_timeout_s)
+            if links:
+                await asyncio.wait([task for _, task in links], timeout=self.config.link.close_timeout_s)
         current = asyncio.current_task()
         owned = [task for task in self._tasks if task is not current]
         for task in owned:
@@ -210,6 +216,34 @@ class WorkerAgent:
     def connected_routers(self) -> int:
         """Streams open and welcomed right now."""
         return len(self._sessions)
+
+    @property
+    def router_addresses(self) -> frozenset[str]:
+        """Routers the agent keeps (or tries to keep) a stream to: the discovered set."""
+        return self._discovery.current
+
+    def _set_routers(self, addresses: frozenset[str]) -> None:
+        """Reconcile the links with the discovered set: dial new routers, retire departed ones."""
+        if self._phase != "running":
+            return
+        for address in addresses:
+            entry = self._links.get(address)
+            if entry is not None and not entry[1].done():
+                entry[0].reinstate()
+                continue
+            link = RouterLink(address, self, self.config.link, clock=self._clock, rng=self._rng)
+            task = self._spawn(link.run(), f"link-{address}")
+            self._links[address] = (link, task)
+            task.add_done_callback(lambda done, address=address: self._link_ended(address, done))
+        for address, (link, _) in self._links.items():
+            if address not in addresses and not link.retired:
+                log.info("router %s left the discovered set; its link stops redialling", address)
+                link.retire()
+
+    def _link_ended(self, address: str, task: asyncio.Task[None]) -> None:
+        entry = self._links.get(address)
+        if entry is not None and entry[1] is task:
+            del self._links[address]
 
     @property
     def health_port(self) -> int | None:
@@ -271,9 +305,15 @@ class WorkerAgent:
             self._batches.cancel(pending)
         session.tasks.clear()
 
-    def rotate_instance(self, reason: str) -> None:
+    def rotate_instance(self, reason: str, fenced_instance_uid: str = "") -> None:
         # Agent-wide: the fenced link says Hello with the new uid at once; the
-        # other links keep their streams and carry it from their next Hello.
+        # other links keep their streams and carry it from their next Hello
+        # (replicas share fences, so those streams end soon too).
+        if fenced_instance_uid and fenced_instance_uid != self.instance_uid:
+            # Another replica fenced the same incarnation and it was rotated
+            # already: a second rotation would only split the replicas' views.
+            log.info("instance %s fenced again (%s); now %s", fenced_instance_uid, reason, self.instance_uid)
+            return
         previous, self.instance_uid = self.instance_uid, uuid.uuid4().hex
         log.warning("instance %s fenced (%s); now instance %s", previous, reason, self.instance_uid)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from worker_agent.agent import WorkerAgent
 from worker_agent.backends import backend_names, create_backend
 from worker_agent.backends.base import Backend
 from worker_agent.config import AgentConfig, default_worker_id
+from worker_agent.discovery import split_router_specs
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,15 @@ EXIT_USAGE = 2
 
 
 def router_addresses(text: str) -> tuple[str, ...]:
-    """`HOST:PORT[,HOST:PORT...]`; IPv6 hosts in brackets (`[::1]:7070`)."""
+    """`HOST:PORT[,HOST:PORT...]`; IPv6 hosts in brackets (`[::1]:7070`); `dns:///NAME:PORT` for
+    every address of a name."""
     addresses = []
     for part in text.split(","):
         address = part.strip()
-        host, separator, port = address.rpartition(":")
-        if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise argparse.ArgumentTypeError(f"{address!r} is not HOST:PORT")
+        try:
+            split_router_specs([address])
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
         addresses.append(address)
     if len(set(addresses)) != len(addresses):
         raise argparse.ArgumentTypeError("a router is listed twice")
@@ -71,6 +75,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
 def _port(text: str) -> int:
     value = _int_at_least(0)(text)
     if value > 65535:
@@ -94,13 +105,31 @@ def _model_path(text: str) -> tuple[str, Path]:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the worker flags on `parser`."""
-    parser.add_argument(
+    router = parser.add_argument(
         "--router",
-        required=True,
         type=router_addresses,
+        default=(),
         metavar="HOST:PORT[,HOST:PORT...]",
-        help="router replicas to register with; the agent keeps one stream to each",
+        help="router replicas to register with; the agent keeps one stream to each. "
+        "dns:///NAME:PORT stands for every address NAME resolves to, re-resolved every "
+        "--dns-refresh-s (a Kubernetes headless service). Needed unless --etcd is given",
     )
+    parser.add_argument(
+        "--dns-refresh-s",
+        type=_positive_float,
+        default=5.0,
+        help="how often dns:/// router names are resolved again (default: 5)",
+    )
+    from mesh.ha.flags import ETCD_URL_ENV, add_etcd_arguments
+
+    add_etcd_arguments(
+        parser,
+        what="to discover the router replicas from (they register there); with or instead of --router",
+        satisfies=router,
+    )
+    # argparse has no "A or B is required": --router is required unless etcd
+    # is configured, by the environment (known now) or by --etcd (see satisfies).
+    router.required = not os.environ.get(ETCD_URL_ENV, "").strip()
     parser.add_argument(
         "--bundle", default="default", help="bundle whose models this worker serves (default: default)"
     )
@@ -210,6 +239,9 @@ def agent_config_from_args(args: argparse.Namespace) -> AgentConfig:
         preload=args.preload,
         health_port=args.health_port,
         health_host=args.health_host,
+        etcd_url=args.etcd,
+        etcd_prefix=args.etcd_prefix,
+        dns_refresh_s=args.dns_refresh_s,
     )
 
 

@@ -6,6 +6,9 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from mesh.coordination import DEFAULT_PREFIX
+from worker_agent.discovery import DiscoveryConfig, split_router_specs
+
 DEFAULT_MAX_BATCH_TOKENS = 16384
 """Token budget of a batch when neither the flags nor the model's profile set one."""
 
@@ -83,8 +86,9 @@ class LinkSettings:
 class AgentConfig:
     """One worker agent: who it is, what it serves, how it batches and queues."""
 
-    routers: tuple[str, ...]
-    """Router addresses (`host:port`); the agent keeps one stream to each."""
+    routers: tuple[str, ...] = ()
+    """Router addresses (`host:port`) and DNS names (`dns:///name:port`, every address
+    a replica); the agent keeps one stream to each replica."""
     worker_id: str = field(default_factory=default_worker_id)
     """Stable name of this worker across restarts (the instance uid changes)."""
     bundle: str = "default"
@@ -121,13 +125,21 @@ class AgentConfig:
     """Address the health endpoint binds."""
     link: LinkSettings = field(default_factory=LinkSettings)
     """Registration stream settings, the same for every router."""
+    etcd_url: str | None = None
+    """etcd endpoints to discover router replicas from (`routers/` prefix, watched); None: no etcd."""
+    etcd_prefix: str = DEFAULT_PREFIX
+    """The mesh's key prefix in etcd, as the routers' `--etcd-prefix`."""
+    dns_refresh_s: float = 5.0
+    """How often `dns:///` router names are resolved again."""
 
     def __post_init__(self) -> None:
         if isinstance(self.routers, str):
             raise TypeError("routers is a tuple of addresses, not a string")
         object.__setattr__(self, "routers", tuple(self.routers))
-        if not self.routers:
-            raise ValueError("at least one router address is needed")
+        if not self.routers and not self.etcd_url:
+            raise ValueError("at least one router address, DNS name or etcd URL is needed")
+        # Parse the router specs now: a bad one fails here, not when the agent starts.
+        self.discovery  # noqa: B018
         if not self.worker_id.strip():
             raise ValueError("worker_id must not be empty")
         if self.max_batch_requests < 1 or self.max_concurrent_batches < 1 or self.queue_capacity < 1:
@@ -140,3 +152,15 @@ class AgentConfig:
             raise ValueError("default_task_budget_s and expiry_sweep_s must be positive")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:
             raise ValueError("health_port must be a port number")
+
+    @property
+    def discovery(self) -> DiscoveryConfig:
+        """Where the agent finds its routers (static addresses, DNS names, etcd)."""
+        static, names = split_router_specs(self.routers)
+        return DiscoveryConfig(
+            static=static,
+            dns=names,
+            etcd_url=self.etcd_url,
+            etcd_prefix=self.etcd_prefix,
+            dns_refresh_s=self.dns_refresh_s,
+        )

@@ -14,7 +14,11 @@ On one stream (a `LinkSession`):
   per task.
 - the reader hands Task, Cancel, ConfigUpdate and Drain to the agent and
   ends the stream on Fence (the agent takes a new instance uid and the link
-  says Hello again).
+  says Hello again). A router that knows the incarnation is fenced answers
+  the Hello itself with a Fence instead of a Welcome, to the same effect.
+
+A link whose router left the discovered set is retired (`retire()`): it
+keeps a stream that still works and only stops redialling.
 
 Deadlines: Hello/Welcome and every write have one. Reads on an established
 stream have none, because a router with nothing to send is silent by
@@ -98,6 +102,11 @@ def coalesce_results(
 class Fenced(Exception):
     """The router fenced this incarnation; the link must Hello again as a new one."""
 
+    def __init__(self, reason: str, instance_uid: str) -> None:
+        super().__init__(reason)
+        self.instance_uid = instance_uid
+        """The incarnation the router fenced: the one this link said Hello as."""
+
 
 class ProtocolViolation(Exception):
     """The router broke the stream's contract (no Welcome first, say)."""
@@ -165,7 +174,7 @@ class LinkHost(Protocol):
 
     def begin_drain(self, drain: registry_pb2.Drain) -> None: ...
 
-    def rotate_instance(self, reason: str) -> None: ...
+    def rotate_instance(self, reason: str, fenced_instance_uid: str = "") -> None: ...
 
 
 class RouterLink:
@@ -180,8 +189,11 @@ class RouterLink:
         self._clock = clock
         self._rng = rng
         self._closing = False
+        self._retired = False
+        self._interrupt = asyncio.Event()
         self._session: LinkSession | None = None
         self._welcomed = False
+        self._hello_uid = ""
         self.sessions_opened = 0
         """Streams welcomed so far (tests and diagnostics)."""
 
@@ -189,16 +201,34 @@ class RouterLink:
     def connected(self) -> bool:
         return self._session is not None and not self._session.closed
 
+    @property
+    def retired(self) -> bool:
+        return self._retired
+
     def request_close(self) -> None:
         """Flush, half-close the stream and stop reconnecting; `run` returns soon after."""
         self._closing = True
+        self._interrupt.set()
         if self._session is not None:
             self._session._wake.set()
+
+    def retire(self) -> None:
+        """Stop redialling: a live stream is served until it ends, then `run` returns.
+
+        For a router that left the discovered set. Its stream, if it still
+        works, is the best evidence that the router is alive, so it is kept.
+        """
+        self._retired = True
+        self._interrupt.set()
+
+    def reinstate(self) -> None:
+        """Undo `retire()` while `run` has not returned yet."""
+        self._retired = False
 
     async def run(self) -> None:
         """Connect, serve, reconnect; until cancelled or closed."""
         failures = 0
-        while not self._closing:
+        while not (self._closing or self._retired):
             self._welcomed = False
             try:
                 await self._serve_one_stream()
@@ -206,7 +236,7 @@ class RouterLink:
                 raise
             except Fenced as fence:
                 log.warning("router %s fenced this worker (%s); registering again", self.address, fence)
-                self._host.rotate_instance(str(fence))
+                self._host.rotate_instance(str(fence), fenced_instance_uid=fence.instance_uid)
             except grpc.aio.AioRpcError as error:
                 # UNAVAILABLE is a router that is down or restarting; anything else
                 # (a refused Hello, say) needs an operator, so it is louder.
@@ -222,12 +252,15 @@ class RouterLink:
                 log.info("stream to router %s failed: %s", self.address, error or type(error).__name__)
             except Exception:  # noqa: BLE001 - a bug must cost one stream, never the link
                 log.exception("stream to router %s failed unexpectedly", self.address)
-            if self._closing:
+            if self._closing or self._retired:
                 return
             failures = 0 if self._welcomed else failures + 1
             delay_s = reconnect_delay_s(failures, self._settings.reconnect, self._rng)
             log.debug("reconnecting to %s in %.3f s (attempt %d)", self.address, delay_s, failures)
-            await asyncio.sleep(delay_s)
+            self._interrupt.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await self._interrupt.wait()  # a close or retirement cuts the wait short
 
     async def _serve_one_stream(self) -> None:
         settings = self._settings
@@ -236,11 +269,15 @@ class RouterLink:
         try:
             stub = registry_pb2_grpc.WorkerRegistryStub(channel)
             call = stub.Connect(wait_for_ready=False)
+            hello = self._host.hello()
+            self._hello_uid = hello.instance_uid
             async with asyncio.timeout(settings.connect_timeout_s):
-                await call.write(registry_pb2.WorkerMessage(hello=self._host.hello()))
+                await call.write(registry_pb2.WorkerMessage(hello=hello))
                 first = await call.read()
             if first is grpc.aio.EOF:
                 raise ConnectionError("router ended the stream before its Welcome")
+            if first.WhichOneof("kind") == "fence":
+                raise Fenced(first.fence.reason or "fenced", hello.instance_uid)
             if first.WhichOneof("kind") != "welcome":
                 raise ProtocolViolation(f"router sent {first.WhichOneof('kind')} before Welcome")
             self._welcomed = True
@@ -306,7 +343,7 @@ class RouterLink:
                 elif kind == "drain":
                     host.begin_drain(message.drain)
                 elif kind == "fence":
-                    raise Fenced(message.fence.reason or "fenced")
+                    raise Fenced(message.fence.reason or "fenced", self._hello_uid)
                 elif kind == "welcome":
                     if message.welcome.status_interval_ms:
                         session.status_interval_s = message.welcome.status_interval_ms / 1000.0

@@ -1,0 +1,130 @@
+"""Prometheus metrics of one facade app, under the SIE gateway's seed names.
+
+Each app owns its CollectorRegistry, so two apps in one process (tests, the
+router with an in-process facade) never collide on the global registry.
+Label children are cached: `.labels()` takes a lock and hashes its arguments,
+which is a measurable share of a request at the rates the facade serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mesh.v1 import cluster_pb2
+
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Machine profiles come from a client header: past this many distinct values
+# they fold into "other" so a client cannot grow the series without bound.
+_MAX_PROFILE_LABELS = 64
+_OTHER = "other"
+
+
+class FacadeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "sie_gateway_requests_total",
+            "HTTP requests answered, by endpoint, status and requested machine profile.",
+            ["endpoint", "status", "machine_profile"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "sie_gateway_request_latency_seconds",
+            "Time from receiving a request to having its reply, by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._provisioning = Counter(
+            "sie_gateway_provisioning_responses_total",
+            "Requests answered 'provisioning' (202 or 503 PROVISIONING): no capacity for them yet.",
+            ["machine_profile"],
+            registry=self.registry,
+        )
+        self._rejected = Counter(
+            "sie_gateway_rejected_requests_total",
+            "Requests refused by the facade itself, before reaching the mesh, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._workers = Gauge(
+            "sie_gateway_workers",
+            "Workers the mesh knows, by health.",
+            ["status"],
+            registry=self.registry,
+        )
+        self._queue_depth = Gauge(
+            "sie_gateway_worker_queue_depth",
+            "Requests queued or running on each worker.",
+            ["worker", "machine_profile", "bundle"],
+            registry=self.registry,
+        )
+        self._pending_demand = Gauge(
+            "sie_gateway_pending_demand",
+            "Requests that found no capacity, by what they needed (for autoscalers).",
+            ["machine_profile", "bundle"],
+            registry=self.registry,
+        )
+        self._request_children: dict[tuple[str, int, str], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+        self._profiles: set[str] = set()
+
+    def _profile_label(self, machine_profile: str) -> str:
+        if machine_profile in self._profiles:
+            return machine_profile
+        if len(self._profiles) >= _MAX_PROFILE_LABELS:
+            return _OTHER
+        self._profiles.add(machine_profile)
+        return machine_profile
+
+    def observe_request(self, endpoint: str, status: int, machine_profile: str, latency_s: float) -> None:
+        key = (endpoint, status, machine_profile)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._requests.labels(endpoint, str(status), self._profile_label(machine_profile))
+            self._request_children[key] = counter
+        counter.inc()
+        histogram = self._latency_children.get(endpoint)
+        if histogram is None:
+            histogram = self._latency_children[endpoint] = self._latency.labels(endpoint)
+        histogram.observe(latency_s)
+
+    def observe_provisioning(self, machine_profile: str) -> None:
+        self._provisioning.labels(self._profile_label(machine_profile)).inc()
+
+    def observe_rejected(self, reason: str) -> None:
+        self._rejected.labels(reason).inc()
+
+    def update_cluster(
+        self,
+        health: cluster_pb2.ClusterHealth | None,
+        demand: Iterable[cluster_pb2.PendingDemand] = (),
+    ) -> None:
+        """Refresh the fleet gauges from a snapshot taken at scrape time.
+
+        None (the mesh did not answer) clears them: a stale worker count
+        would look like a healthy fleet to an alert.
+        """
+        self._workers.clear()
+        self._queue_depth.clear()
+        self._pending_demand.clear()
+        if health is None:
+            return
+        healthy = sum(1 for worker in health.workers if worker.healthy)
+        self._workers.labels("healthy").set(healthy)
+        self._workers.labels("unhealthy").set(len(health.workers) - healthy)
+        for worker in health.workers:
+            status = worker.status
+            self._queue_depth.labels(worker.worker_id, status.machine_profile, status.bundle).set(
+                sum(model.queue_depth for model in status.models)
+            )
+        for entry in demand:
+            self._pending_demand.labels(entry.machine_profile, entry.bundle).inc(entry.requests)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
