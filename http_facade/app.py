@@ -48,6 +48,7 @@ from mesh.v1 import cluster_pb2, common_pb2
 
 if TYPE_CHECKING:
     from mesh.config_api import ConfigApi
+    from mesh.pools import PoolsApi
 
 log = logging.getLogger(__name__)
 
@@ -481,9 +482,11 @@ def create_app(
     config: FacadeConfig | None = None,
     *,
     config_api: ConfigApi | None = None,
+    pools_api: PoolsApi | None = None,
 ) -> web.Application:
     """The facade app over `mesh` (config: FacadeConfig() when omitted), with the
-    Config API routes when `config_api` is given. Serve it with
+    Config API routes when `config_api` is given and the pool routes when
+    `pools_api` is. Serve it with
     `start_http_server`, or any aiohttp runner with handler_cancellation=True."""
     config = config or FacadeConfig()
     state = FacadeState()
@@ -506,6 +509,10 @@ def create_app(
         from http_facade.config_routes import add_config_routes
 
         add_config_routes(app, config_api)
+    if pools_api is not None:
+        from http_facade.pool_routes import add_pool_routes
+
+        add_pool_routes(app, pools_api)
 
     async def run_status_hub(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(hub.run(), name="cluster-status-hub")

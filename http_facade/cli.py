@@ -18,6 +18,7 @@ from http_facade.app import STATE_KEY, create_app
 from http_facade.config import FacadeConfig
 from http_facade.grpc_client import GrpcMeshClient, parse_router_addresses
 from mesh.config_api import GrpcConfigClient
+from mesh.pools import GrpcPoolsClient
 from mesh.cli import port_number, positive_seconds
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,12 @@ async def _wait_for_stop_signal() -> None:
 async def run_facade(args: argparse.Namespace) -> int:
     """`mesh facade`: serve the HTTP API over gRPC to the routers until SIGINT/SIGTERM."""
     config = facade_config(args)
-    async with GrpcMeshClient(args.router) as mesh, GrpcConfigClient(args.router) as config_api:
-        app = create_app(mesh, config, config_api=config_api)
+    async with (
+        GrpcMeshClient(args.router) as mesh,
+        GrpcConfigClient(args.router) as config_api,
+        GrpcPoolsClient(args.router) as pools_api,
+    ):
+        app = create_app(mesh, config, config_api=config_api, pools_api=pools_api)
         try:
             runner = await start_http_server(app, args.host, args.port)
         except OSError as exc:

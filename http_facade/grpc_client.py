@@ -28,7 +28,8 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mesh.errors import STATUS_DETAILS_KEY, ErrorCode, MeshError, from_rpc_error
+from mesh.errors import ErrorCode, MeshError, from_rpc_error
+from mesh.replica_channels import failed_before_answer
 from mesh.v1 import cluster_pb2, cluster_pb2_grpc, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,6 @@ class _Replica:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.ready = False
         self.health_service = health_service
-
-
-def _failed_before_answer(error: grpc.aio.AioRpcError) -> bool:
-    if error.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    trailing = error.trailing_metadata() or ()
-    return not any(key == STATUS_DETAILS_KEY for key, _ in trailing)
 
 
 class GrpcMeshClient:
@@ -232,7 +226,7 @@ class GrpcMeshClient:
             try:
                 reply = await method(replica)(request, timeout=remaining, metadata=metadata)
             except grpc.aio.AioRpcError as error:
-                if _failed_before_answer(error):
+                if failed_before_answer(error):
                     replica.ready = False
                     last_error = error
                     log.warning("router %s failed before answering: %s", replica.address, error.details())

@@ -170,7 +170,12 @@ async def _start_facade_in_router(router, host: str, port: int):
     """Serve the HTTP facade on the router's own dispatcher; returns its runner."""
     from http_facade import FacadeConfig, create_app, start_http_server
 
-    app = create_app(router.service, FacadeConfig.from_env(), config_api=router.config_service)
+    app = create_app(
+        router.service,
+        FacadeConfig.from_env(),
+        config_api=router.config_service,
+        pools_api=router.pools.service,
+    )
     return await start_http_server(app, host, port)
 
 

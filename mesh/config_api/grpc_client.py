@@ -12,16 +12,10 @@ and a retry on another replica only gets what is left of it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
-
-import grpc
-import grpc.aio
 
 from mesh.config_api import wire
 from mesh.config_api.api import (
@@ -36,7 +30,7 @@ from mesh.config_api.api import (
     ResolveReply,
 )
 from mesh.config_api.document_intake import IntakeLimits, admit_document
-from mesh.errors import STATUS_DETAILS_KEY, ErrorCode, MeshError, from_rpc_error
+from mesh.replica_channels import ReplicaChannels
 from mesh.v1 import config_pb2, config_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -62,41 +56,26 @@ class GrpcConfigClientConfig:
             raise ValueError("timeouts must be positive")
 
 
-def _failed_before_answer(error: grpc.aio.AioRpcError) -> bool:
-    if error.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    return not any(key == STATUS_DETAILS_KEY for key, _ in error.trailing_metadata() or ())
-
-
 class GrpcConfigClient:
     """`ConfigApi` over router replicas. Use `async with GrpcConfigClient([...]) as api:`."""
 
     def __init__(self, addresses: Sequence[str], config: GrpcConfigClientConfig | None = None) -> None:
-        if not addresses:
-            raise ValueError("GrpcConfigClient needs at least one router address")
-        self._addresses = list(addresses)
         self._config = config or GrpcConfigClientConfig()
-        self._channels: list[grpc.aio.Channel] = []
-        self._stubs: list[config_pb2_grpc.ConfigStub] = []
-        self._turn = itertools.count()
+        self._replicas = ReplicaChannels(
+            addresses,
+            config_pb2_grpc.ConfigStub,
+            service="Config API",
+            options=[
+                ("grpc.max_receive_message_length", self._config.max_message_bytes),
+                ("grpc.max_send_message_length", self._config.max_message_bytes),
+            ],
+        )
 
     async def start(self) -> None:
-        if self._channels:
-            return
-        options = [
-            ("grpc.max_receive_message_length", self._config.max_message_bytes),
-            ("grpc.max_send_message_length", self._config.max_message_bytes),
-            # Retries are ours (to another replica); gRPC's own would retry the same one.
-            ("grpc.enable_retries", 0),
-        ]
-        self._channels = [grpc.aio.insecure_channel(address, options=options) for address in self._addresses]
-        self._stubs = [config_pb2_grpc.ConfigStub(channel) for channel in self._channels]
+        await self._replicas.start()
 
     async def close(self) -> None:
-        channels, self._channels, self._stubs = self._channels, [], []
-        for channel in channels:
-            with contextlib.suppress(Exception):
-                await channel.close(grace=None)
+        await self._replicas.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -111,27 +90,7 @@ class GrpcConfigClient:
         request: Any,
         timeout_s: float,
     ) -> T:
-        if not self._stubs:
-            raise MeshError(ErrorCode.NOT_READY, "the Config API client is not started")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        start = next(self._turn) % len(self._stubs)
-        order = list(range(start, len(self._stubs))) + list(range(start))
-        last_error: grpc.aio.AioRpcError | None = None
-        for index in order:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                return await method(self._stubs[index])(request, timeout=remaining)
-            except grpc.aio.AioRpcError as error:
-                if not _failed_before_answer(error):
-                    raise from_rpc_error(error) from None
-                last_error = error
-                log.warning("router %s failed before answering: %s", self._addresses[index], error.details())
-        if last_error is None:
-            raise MeshError(ErrorCode.DEADLINE_EXCEEDED, f"no router answered within {timeout_s:g} s")
-        raise MeshError(ErrorCode.NOT_READY, f"no router replica answered: {last_error.details()}")
+        return await self._replicas.call(method, request, timeout_s)
 
     async def _read(
         self, method: Callable[[config_pb2_grpc.ConfigStub], Callable[..., Awaitable[T]]], request: Any

@@ -78,7 +78,7 @@ async def test_a_killed_replica_loses_no_request(mesh, store, assert_eventually,
     answered: list[str] = []
     failures: list[BaseException] = []
     async with GrpcMeshClient([r1.address, r2.address], health_interval_s=0.2) as client:
-        killed = asyncio.Event()
+        killed = asyncio.Event()  # set once r1 is gone, with requests in flight on it
 
         async def send(index: int) -> None:
             try:
@@ -109,11 +109,7 @@ async def test_a_killed_replica_loses_no_request(mesh, store, assert_eventually,
     assert any("failed before answering" in record.getMessage() for record in caplog.records)
 
     # The survivor keeps every worker; the dead replica's keys go with its lease.
-    await both_survivor_and_store(r2.address, store, expected, assert_eventually)
-
-
-async def both_survivor_and_store(address, store, expected, assert_eventually) -> None:
-    assert set(await healthy_workers(address)) == expected
+    assert set(await healthy_workers(r2.address)) == expected
 
     async def dead_replica_gone():
         assert set(await read_routers(store)) == {"r2"}
@@ -123,7 +119,7 @@ async def both_survivor_and_store(address, store, expected, assert_eventually) -
         }
 
     await assert_eventually(dead_replica_gone, timeout_s=LEASE_TTL_S + 5, interval_s=0.1)
-    assert set(await healthy_workers(address)) == expected
+    assert set(await healthy_workers(r2.address)) == expected
 
 
 async def test_another_replica_leads_within_seconds_of_the_leaders_death(mesh, store, assert_eventually):
