@@ -346,11 +346,7 @@ class _Endpoints:
         demand: Iterable[cluster_pb2.PendingDemand] = ()
         try:
             health = await self._cluster_read(self._mesh.cluster_health())
-            # Optional: MeshService does not promise pending demand; a mesh
-            # that has it (the router, GrpcMeshClient) exposes pending_demand().
-            pending_demand = getattr(self._mesh, "pending_demand", None)
-            if pending_demand is not None:
-                demand = await self._cluster_read(pending_demand())
+            demand = await self._cluster_read(self._mesh.pending_demand())
         except MeshError as exc:
             log.warning("metrics scrape without fleet gauges: %s", exc)
         self._metrics.update_cluster(health, demand)

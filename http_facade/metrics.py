@@ -70,6 +70,16 @@ class FacadeMetrics:
             ["machine_profile", "bundle"],
             registry=self.registry,
         )
+        self._config_epoch = Gauge(
+            "sie_gateway_config_epoch",
+            "Config epoch of the router that answered: bumped by every model config write.",
+            registry=self.registry,
+        )
+        self._store_connected = Gauge(
+            "sie_gateway_store_connected",
+            "1 while the router reaches its coordination store (etcd), 0 while it runs from memory.",
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, int, str], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._profiles: set[str] = set()
@@ -115,6 +125,8 @@ class FacadeMetrics:
         self._pending_demand.clear()
         if health is None:
             return
+        self._config_epoch.set(health.config_epoch)
+        self._store_connected.set(1 if health.store_connected else 0)
         healthy = sum(1 for worker in health.workers if worker.healthy)
         self._workers.labels("healthy").set(healthy)
         self._workers.labels("unhealthy").set(len(health.workers) - healthy)

@@ -132,6 +132,10 @@ class FakeMesh:
 
     models: tuple[str, ...] = (ENCODE_MODEL.lower(), SCORE_MODEL.lower(), EXTRACT_MODEL.lower())
     """Model ids served (lower-case); others answer MODEL_NOT_FOUND."""
+    config_epoch: int = 0
+    """Config epoch the cluster health reports."""
+    store_connected: bool = True
+    """Whether the cluster health reports the coordination store reachable."""
     workers: list[FakeWorker] = field(
         default_factory=lambda: [FakeWorker("worker-0", "l4", models=(ENCODE_MODEL.lower(),), queue_depth=2)]
     )
@@ -229,6 +233,8 @@ class FakeMesh:
             configured_gpu_types=sorted({worker.machine_profile for worker in self.workers}),
             live_gpu_types=sorted({worker.machine_profile for worker in healthy}),
             router_id="fake-router",
+            config_epoch=self.config_epoch,
+            store_connected=self.store_connected,
         )
         for worker in self.workers:
             status = registry_pb2.WorkerStatus(

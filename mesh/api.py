@@ -32,6 +32,10 @@ class MeshService(Protocol):
 
     async def cluster_health(self) -> cluster_pb2.ClusterHealth: ...
 
+    async def pending_demand(self) -> list[cluster_pb2.PendingDemand]:
+        """Requests that found no capacity, per (machine profile, bundle, pool): autoscaler input."""
+        ...
+
     async def list_models(self) -> cluster_pb2.ListModelsResponse: ...
 
     async def get_model(self, model: str) -> cluster_pb2.ModelSummary:

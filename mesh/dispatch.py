@@ -71,8 +71,9 @@ class DispatchPolicy:
     """Retries always allowed per second, so a quiet router can still retry."""
     retry_budget_window_s: float = 10.0
     """Window over which the retry budget counts requests and retries."""
-    provisioning_retry_after_s: float = 120.0
-    """Retry-After of a PROVISIONING answer."""
+    provisioning_retry_after_s: float = 5.0
+    """Retry-After of a PROVISIONING answer. sie-sdk sleeps exactly this long between tries (0.6.4
+    gives up when it exceeds the time left), and a joining worker is routable within a second."""
     provisioning_estimated_wait_s: float = 180.0
     """Estimated wait advertised with a PROVISIONING answer."""
 

@@ -164,6 +164,9 @@ class LocalMeshService:
     async def cluster_health(self) -> cluster_pb2.ClusterHealth:
         return self._router.cluster_health()
 
+    async def pending_demand(self) -> list[cluster_pb2.PendingDemand]:
+        return self._router.pending_demand()
+
     async def list_models(self) -> cluster_pb2.ListModelsResponse:
         return cluster_pb2.ListModelsResponse(models=self._router.model_summaries())
 
@@ -363,6 +366,14 @@ class Router:
             config_epoch=self.config_epoch,
             store_connected=self.store.connected,
         )
+
+    def pending_demand(self) -> list[cluster_pb2.PendingDemand]:
+        rows = []
+        for (profile, bundle, pool), entry in self.dispatcher.demand.items():
+            row = cluster_pb2.PendingDemand(machine_profile=profile, bundle=bundle, pool=pool, requests=entry.requests)
+            row.last_seen.FromNanoseconds(int(entry.last_seen_wall_s * 1e9))
+            rows.append(row)
+        return rows
 
     def model_summaries(self) -> list[cluster_pb2.ModelSummary]:
         return model_summaries(list(self.registry), self._catalog)

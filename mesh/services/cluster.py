@@ -33,11 +33,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             await asyncio.sleep(interval_s)
 
     async def GetPendingDemand(self, request, context):  # noqa: N802 - gRPC name
-        response = cluster_pb2.GetPendingDemandResponse()
-        for (profile, bundle, pool), entry in self._router.dispatcher.demand.items():
-            row = response.demand.add(machine_profile=profile, bundle=bundle, pool=pool, requests=entry.requests)
-            row.last_seen.FromNanoseconds(int(entry.last_seen_wall_s * 1e9))
-        return response
+        return cluster_pb2.GetPendingDemandResponse(demand=self._router.pending_demand())
 
     async def DrainWorker(self, request, context):  # noqa: N802 - gRPC name
         found = self._router.drain_worker(request.worker_id, grace_s=request.grace_ms / 1000.0)

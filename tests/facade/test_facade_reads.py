@@ -184,6 +184,16 @@ async def test_metrics_use_the_seed_names(client, mesh):
         == 2
     )
     assert _sample(text, "sie_gateway_pending_demand", machine_profile="h100", bundle="default") == 3
+    assert _sample(text, "sie_gateway_config_epoch") == 0
+    assert _sample(text, "sie_gateway_store_connected") == 1
+
+
+async def test_metrics_follow_config_epoch_and_store_connection(client, mesh):
+    mesh.config_epoch = 7
+    mesh.store_connected = False
+    text = await (await client.get("/metrics")).text()
+    assert _sample(text, "sie_gateway_config_epoch") == 7
+    assert _sample(text, "sie_gateway_store_connected") == 0
 
 
 async def test_metrics_registries_are_per_app(make_client):

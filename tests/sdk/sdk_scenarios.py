@@ -117,6 +117,32 @@ def encode_batch(base_url: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @scenario
+def encode_landing(base_url: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Encode `count` texts one request at a time with `gpu`; which worker answered each.
+
+    The worker comes from the X-SIE-Worker reply header, read by a response hook
+    on an httpx client handed to the SDK (`http_client`, sie-sdk >= 0.10).
+    """
+    import httpx  # the SDK's own transport
+
+    workers: list[str | None] = []
+
+    def record(response: httpx.Response) -> None:
+        if "/v1/encode/" in response.request.url.path:
+            workers.append(response.headers.get("X-SIE-Worker"))
+
+    http_client = httpx.Client(base_url=base_url, event_hooks={"response": [record]})
+    vectors = []
+    with SIEClient(base_url, api_key=args.get("api_key"), http_client=http_client) as client:
+        for index in range(args["count"]):
+            result = client.encode(
+                args["model"], {"id": f"d{index}", "text": f"text {index}"}, gpu=args.get("gpu")
+            )
+            vectors.append(result["dense"].tolist())
+    return {"workers": workers, "dense": vectors}
+
+
+@scenario
 def score(base_url: str, args: dict[str, Any]) -> dict[str, Any]:
     with _client(base_url, args) as client:
         result = client.score(
