@@ -136,7 +136,9 @@ def _yaml_documents(path: Path) -> list[dict[str, Any]]:
 @cache
 def k8s_files() -> tuple[Path, ...]:
     return tuple(
-        sorted(path for path in K8S_DIR.iterdir() if path.suffix in (".yaml", ".yml") and path != KUSTOMIZATION)
+        sorted(
+            path for path in K8S_DIR.iterdir() if path.suffix in (".yaml", ".yml") and path != KUSTOMIZATION
+        )
     )
 
 
@@ -229,9 +231,11 @@ def parse_mesh(argv: list[str], env: dict[str, str], where: str) -> argparse.Nam
             with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
                 args = parser.parse_args(argv)
         except SystemExit as exit_:
+            # argparse prints the usage first and the reason last.
+            lines = stderr.getvalue().strip().splitlines() or ["(no message)"]
             pytest.fail(
-                f"{where}: `mesh {shlex.join(argv)}` is refused by mesh.cli.build_parser() "
-                f"(exit {exit_.code}): {stderr.getvalue().strip()}"
+                f"{where}: mesh.cli.build_parser() refuses it (exit {exit_.code}): {lines[-1]}\n"
+                f"  mesh {shlex.join(argv)}"
             )
     assert args.command in ("router", "worker", "facade"), f"{where}: runs `mesh {args.command}`"
     return args
@@ -256,7 +260,9 @@ def k8s_mesh_entries() -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def k8s_container_ids() -> list[str]:
-    return [f"{workload['metadata']['name']}/{container['name']}" for workload, container in k8s_mesh_entries()]
+    return [
+        f"{workload['metadata']['name']}/{container['name']}" for workload, container in k8s_mesh_entries()
+    ]
 
 
 def load_k8s_mesh_container(workload: dict[str, Any], container: dict[str, Any]) -> MeshContainer:
@@ -582,17 +588,23 @@ def test_etcd_initial_cluster_names_the_statefulset_members() -> None:
     name = etcd["metadata"]["name"]
     replicas = etcd["spec"]["replicas"]
     assert replicas == 3
-    assert etcd["spec"].get("podManagementPolicy") == "Parallel", "members must start together to form a quorum"
+    assert etcd["spec"].get("podManagementPolicy") == "Parallel", (
+        "members must start together to form a quorum"
+    )
     headless = service_named(etcd["spec"]["serviceName"])
     assert headless["spec"].get("clusterIP") == "None"
-    assert headless["spec"].get("publishNotReadyAddresses") is True, "peers must resolve before they are ready"
+    assert headless["spec"].get("publishNotReadyAddresses") is True, (
+        "peers must resolve before they are ready"
+    )
 
     (container,) = pod_spec(etcd)["containers"]
     argv = etcd_argv(etcd)
     declared = container_ports(container)
     peer_ports = url_ports(one_flag(argv, "--listen-peer-urls", "etcd"))
     client_ports = url_ports(one_flag(argv, "--listen-client-urls", "etcd"))
-    assert set(declared.values()) == peer_ports | client_ports, f"declared {declared}, bound {peer_ports | client_ports}"
+    assert set(declared.values()) == peer_ports | client_ports, (
+        f"declared {declared}, bound {peer_ports | client_ports}"
+    )
     (peer_port,) = peer_ports
 
     members = dict(entry.split("=", 1) for entry in one_flag(argv, "--initial-cluster", "etcd").split(","))
@@ -610,7 +622,10 @@ def test_etcd_initial_cluster_names_the_statefulset_members() -> None:
     assert one_flag(expanded, "--name", "etcd") == pod_name
     assert one_flag(expanded, "--initial-advertise-peer-urls", "etcd") == members[pod_name]
     client_url = urlsplit(one_flag(expanded, "--advertise-client-urls", "etcd"))
-    assert client_url.hostname == f"{pod_name}.{headless['metadata']['name']}" and client_url.port in client_ports
+    assert (
+        client_url.hostname == f"{pod_name}.{headless['metadata']['name']}"
+        and client_url.port in client_ports
+    )
 
     for probe_name in PROBES:
         probe = container.get(probe_name)
@@ -666,7 +681,9 @@ def test_routers_are_replicated_spread_and_drain_within_the_grace_period() -> No
     (router,) = mesh_container("router")
     assert router.args.host in ("0.0.0.0", "::"), "other pods must reach it"
     env = {var["name"]: var for var in router.spec["env"]}
-    raw_advertise = one_flag(router.spec.get("command", []) + router.spec.get("args", []), "--advertise-address", "router")
+    raw_advertise = one_flag(
+        router.spec.get("command", []) + router.spec.get("args", []), "--advertise-address", "router"
+    )
     ip_var = _K8S_REF.match(raw_advertise)
     assert ip_var, f"--advertise-address {raw_advertise} must come from the pod IP"
     assert env[ip_var.group(1)]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
@@ -675,7 +692,9 @@ def test_routers_are_replicated_spread_and_drain_within_the_grace_period() -> No
     # SIGTERM starts the drain; the kubelet waits preStop + the drain before SIGKILL.
     grace_s = pod_spec(router_deployment)["terminationGracePeriodSeconds"]
     needed_s = prestop_sleep_s(router.spec) + router.args.drain_grace_s + 1.0
-    assert grace_s >= needed_s, f"terminationGracePeriodSeconds {grace_s} < preStop + --drain-grace-s ({needed_s})"
+    assert grace_s >= needed_s, (
+        f"terminationGracePeriodSeconds {grace_s} < preStop + --drain-grace-s ({needed_s})"
+    )
     assert prestop_sleep_s(router.spec) > 0, "keep serving while endpoint removal propagates"
 
 
@@ -718,7 +737,9 @@ def test_env_names_are_ones_the_code_reads() -> None:
         for container in pod_spec(workload)["containers"]:
             where = f"{name_of(workload)} container {container['name']}"
             is_mesh = image_repository(container["image"]) == MESH_IMAGE
-            text = json.dumps([container.get("command", []), container.get("args", []), container.get("env", [])])
+            text = json.dumps(
+                [container.get("command", []), container.get("args", []), container.get("env", [])]
+            )
             referenced = set(_K8S_REF.findall(text))
             for var in container.get("env", []):
                 name = var["name"]
@@ -777,7 +798,9 @@ def test_resources_carry_app_kubernetes_io_labels() -> None:
 def test_compose_mesh_service_parses_with_the_cli(index: int) -> None:
     container = load_compose_mesh_container(*compose_mesh_entries()[index])
     published = compose_published_ports(container.spec)
-    assert published <= container.bound_ports(), f"{container.where}: publishes {published}, binds {container.bound_ports()}"
+    assert published <= container.bound_ports(), (
+        f"{container.where}: publishes {published}, binds {container.bound_ports()}"
+    )
     for name in container.env_names:
         assert name in CODE_ENV, f"{container.where}: env {name} is not read by the mesh"
 
@@ -804,7 +827,9 @@ def test_compose_topology() -> None:
     etcd_argv_ = compose_argv(services["etcd"])
     client_ports = url_ports(one_flag(etcd_argv_, "--listen-client-urls", "compose etcd"))
     peer_ports = url_ports(one_flag(etcd_argv_, "--listen-peer-urls", "compose etcd"))
-    members = dict(e.split("=", 1) for e in one_flag(etcd_argv_, "--initial-cluster", "compose etcd").split(","))
+    members = dict(
+        e.split("=", 1) for e in one_flag(etcd_argv_, "--initial-cluster", "compose etcd").split(",")
+    )
     assert list(members) == [one_flag(etcd_argv_, "--name", "compose etcd")]
     assert {urlsplit(url).port for url in members.values()} == peer_ports
 
@@ -832,7 +857,10 @@ def test_compose_healthchecks_probe_bound_ports_and_registered_health() -> None:
             address, service = test[4:]
             host, port = host_port(address)
             assert host == "127.0.0.1" and port in container.grpc_ports(), f"{where}: {address}"
-            assert service == READINESS[container.command], f"{where}: {service!r}"
+            assert service == READINESS[container.command], (
+                f"{where}: checks {service!r}, the {container.command}'s readiness service is "
+                f"{READINESS[container.command]!r}"
+            )
             assert service in HEALTH_SERVICES[container.command]
         else:
             assert test[3] == http_script, f"{where}: unknown script"

@@ -1,0 +1,329 @@
+"""HTTP facade overhead benchmark: the facade against a bare aiohttp server, same run.
+
+    .venv/bin/python bench/http_facade.py [--duration-s 5] [--concurrency 1,16,64] [--workers 1]
+
+The load is what sie-sdk sends for `client.encode(model, {"text": ...})`: one
+item of a sentence, a MessagePack body, `Content-Type` and `Accept:
+application/msgpack`, `X-SIE-SDK-Version`. It is driven, closed-loop (one
+request per client coroutine at a time), from this process (one aiohttp
+session, keep-alive) at:
+
+(a) a bare aiohttp server answering POST /v1/encode/... with a prebuilt reply of
+    the same size: the msgpack-numpy encode reply of one 384-d float32 vector;
+(b) the facade inside the router process (`mesh router --http-port`) with
+    zero-latency fake worker agents (`mesh worker --backend fake --preload`);
+(c) the facade as its own process (`mesh facade --router`) in front of the same
+    router (facade -> gRPC -> router -> worker).
+
+The table shows RPS, p50, p99, the CPU microseconds per request of each server
+process (utime + stime from /proc/PID/stat: the HTTP server, and for (c) also
+the router behind it) and the RPS ratio to (a) at the same concurrency.
+Everything runs on 127.0.0.1; only the processes started here are stopped, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import msgpack
+import numpy as np
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from http_facade.codecs import Codec, encode_reply
+from http_facade.replies import encode_reply as encode_reply_view
+from mesh.v1 import common_pb2, inference_pb2
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DIMS = 384
+SENTENCE = "The mesh routes this sentence to a worker."
+SDK_VERSION = "0.10.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MSGPACK = "application/msgpack"
+
+
+def request_body() -> bytes:
+    """Byte for byte what sie-sdk 0.10.1 posts for one item without an id."""
+    return msgpack.packb({"items": [{"text": SENTENCE}]}, use_bin_type=True)
+
+
+def request_headers() -> dict[str, str]:
+    return {"Content-Type": MSGPACK, "Accept": MSGPACK, "X-SIE-SDK-Version": SDK_VERSION}
+
+
+def bare_reply() -> bytes:
+    """The facade's own rendering of a fake worker's answer, so (a) sends what (b) and (c) send."""
+    vector = np.random.default_rng(0).standard_normal(DIMS).astype("<f4")
+    vector /= np.linalg.norm(vector)
+    dense = common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=[DIMS], data=vector.tobytes())
+    response = inference_pb2.EncodeResponse(model=MODEL, worker_id="bare-worker", request_id="0" * 32)
+    response.items.add(dense=dense)
+    response.timing.total_ms = 1.0
+    return encode_reply(encode_reply_view(response, MODEL, 1, True), Codec.MSGPACK)
+
+
+# -- (a) the bare server ------------------------------------------------------
+
+
+async def serve_bare() -> None:
+    body = bare_reply()
+
+    async def encode(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, headers={"Content-Type": MSGPACK})
+
+    app = web.Application()
+    app.router.add_post("/v1/encode/{model:.+}", encode)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"listening on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+# -- processes ----------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(args: list[str], log_dir: Path, name: str) -> subprocess.Popen:
+    log = (log_dir / f"{name}.log").open("w")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_listening(log_path: Path, process: subprocess.Popen, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        match = re.search(r"listening on (\S+:\d+)", log_path.read_text())
+        if match:
+            return match.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit(f"{log_path.name} did not start:\n{log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- load -----------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    label: str
+    concurrency: int
+    requests: int
+    errors: int
+    elapsed_s: float
+    latencies_ms: list[float]
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds over the measured window, by server process role ("http", "router")."""
+    reply_bytes: int = 0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.elapsed_s
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def cpu_us_per_request(self, role: str) -> float | None:
+        if role not in self.cpu_s:
+            return None
+        return self.cpu_s[role] * 1e6 / max(1, self.requests)
+
+
+async def drive(
+    base_url: str, concurrency: int, duration_s: float, warmup_s: float, pids: dict[str, int], label: str
+) -> Result:
+    url = f"{base_url}/v1/encode/{MODEL}"
+    body = request_body()
+    headers = request_headers()
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        latencies: list[float] = []
+        errors = 0
+        reply_bytes = 0
+        measuring = False
+        stop_at = 0.0
+
+        async def client() -> None:
+            nonlocal errors, reply_bytes
+            while True:
+                began = time.perf_counter()
+                if stop_at and began >= stop_at:
+                    return
+                try:
+                    async with session.post(url, data=body, headers=headers) as reply:
+                        payload = await reply.read()
+                        ok = reply.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if not ok:
+                    errors += 1
+                    continue
+                reply_bytes = len(payload)
+                if measuring:
+                    latencies.append((time.perf_counter() - began) * 1000.0)
+
+        loop = asyncio.get_running_loop()
+        stop_at = time.perf_counter() + warmup_s + duration_s
+        clients = [loop.create_task(client()) for _ in range(concurrency)]
+        await asyncio.sleep(warmup_s)
+        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        began = time.perf_counter()
+        measuring = True
+        await asyncio.gather(*clients)
+        elapsed = time.perf_counter() - began
+        cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
+        return Result(label, concurrency, len(latencies), errors, elapsed, latencies, cpu, reply_bytes)
+
+
+async def wait_served(base_url: str, timeout_s: float = 60) -> None:
+    """Until one SDK-shaped encode succeeds (workers registered, model loaded)."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.post(
+                    f"{base_url}/v1/encode/{MODEL}", data=request_body(), headers=request_headers()
+                ) as reply:
+                    await reply.read()
+                    if reply.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"{base_url} never served an encode request")
+
+
+def print_table(results: list[Result]) -> None:
+    baseline = {r.concurrency: r for r in results if r.label.startswith("a")}
+
+    def cpu(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    print()
+    print(
+        f"{'target':<30}{'conc':>5}{'RPS':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'cpu us/req':>11}{'router us':>10}{'x/a RPS':>9}{'reply B':>9}"
+    )
+    for r in results:
+        base = baseline.get(r.concurrency)
+        ratio = r.rps / base.rps if base and base.rps else float("nan")
+        print(
+            f"{r.label:<30}{r.concurrency:>5}{r.rps:>8.0f}{r.percentile(0.5):>8.2f}{r.percentile(0.99):>8.2f}"
+            f"{cpu(r.cpu_us_per_request('http')):>11}{cpu(r.cpu_us_per_request('router')):>10}"
+            f"{ratio:>9.2f}{r.reply_bytes:>9}" + (f"  ({r.errors} errors)" if r.errors else "")
+        )
+    print()
+    print("cpu us/req: the process serving HTTP (a: bare server; b: the router, facade in-process;")
+    print("c: the facade process). router us: the router behind the facade process in (c).")
+    print(f"load generator: this process, one aiohttp session; {os.cpu_count()} CPUs shared by all.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        asyncio.run(serve_bare())
+        return 0
+    levels = [int(x) for x in args.concurrency.split(",")]
+    results: list[Result] = []
+
+    def run_levels(base_url: str, pids: dict[str, int], label: str) -> None:
+        for level in levels:
+            results.append(asyncio.run(drive(base_url, level, args.duration_s, args.warmup_s, pids, label)))
+
+    with tempfile.TemporaryDirectory() as scratch:
+        logs = Path(scratch)
+        bare = start([__file__, "--serve-bare"], logs, "bare")
+        try:
+            address = wait_listening(logs / "bare.log", bare)
+            run_levels(f"http://{address}", {"http": bare.pid}, "a bare aiohttp")
+        finally:
+            stop(bare)
+
+        http_port = free_port()
+        router = start(
+            ["-m", "mesh.cli", "router", "--port", "0", "--http-port", str(http_port), "-l", "warning"],
+            logs,
+            "router",
+        )
+        started = [router]
+        try:
+            address = wait_listening(logs / "router.log", router)
+            for index in range(args.workers):
+                worker_args = ["-m", "mesh.cli", "worker", "--router", address, "--backend", "fake"]
+                worker_args += ["--preload", "--worker-id", f"bench-{index}", "-l", "warning"]
+                started.append(start(worker_args, logs, f"worker-{index}"))
+            in_router = f"http://127.0.0.1:{http_port}"
+            asyncio.run(wait_served(in_router))
+            run_levels(in_router, {"http": router.pid}, "b facade in router")
+
+            facade_port = free_port()
+            facade = start(
+                ["-m", "mesh.cli", "facade", "--host", "127.0.0.1", "--port", str(facade_port)]
+                + ["--router", address, "-l", "warning"],
+                logs,
+                "facade",
+            )
+            started.append(facade)
+            own_process = f"http://127.0.0.1:{facade_port}"
+            asyncio.run(wait_served(own_process))
+            run_levels(own_process, {"http": facade.pid, "router": router.pid}, "c facade process + router")
+        finally:
+            for process in reversed(started):
+                stop(process)
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
