@@ -96,6 +96,13 @@ def _directory(text: str) -> Path:
     return path
 
 
+def _torch_device(text: str) -> str:
+    value = text.strip().lower()
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"'{text}' is not a device: use auto, cpu, cuda or cuda:N")
+
+
 def _model_path(text: str) -> tuple[str, Path]:
     model_id, separator, directory = text.partition("=")
     if not separator or not model_id.strip() or not directory:
@@ -159,6 +166,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="MODEL_ID=DIR",
         help="local weights of a model (repeatable); nothing is ever downloaded",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=_torch_device,
+        help="torch device of the sentence-transformers backend: auto (CUDA when present), cpu, cuda, cuda:N",
     )
     parser.add_argument("--health-port", type=_port, default=None, help="serve grpc.health.v1 on this port")
     parser.add_argument(
@@ -263,7 +276,7 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
     elif args.backend == "sentence-transformers":
         from worker_agent.backends.sentence_transformer import SentenceTransformerConfig
 
-        config = SentenceTransformerConfig(model_paths=dict(args.model_path))
+        config = SentenceTransformerConfig(model_paths=dict(args.model_path), device=args.device)
     return create_backend(args.backend, config)
 
 

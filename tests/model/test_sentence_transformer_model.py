@@ -176,3 +176,14 @@ async def test_the_agent_loads_the_model_lazily_and_serves_it(reference):
             assert scored.score.scores[0].item_id == "doc-0"
         finally:
             await agent.stop()
+
+
+def test_device_auto_takes_cuda_only_when_torch_sees_it():
+    import torch
+
+    from worker_agent.backends.sentence_transformer import SentenceTransformerBackend, SentenceTransformerConfig
+
+    auto = SentenceTransformerBackend(SentenceTransformerConfig(device="auto"))
+    assert auto._device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    pinned = SentenceTransformerBackend(SentenceTransformerConfig(device="cuda:1"))
+    assert pinned._device() == "cuda:1"

@@ -75,8 +75,9 @@ class SentenceTransformerConfig:
 
     model_paths: Mapping[str, Path] = field(default_factory=dict)
     """Local weight directories by model id (or hf id), on top of `default_model_paths()`."""
-    device: str = "cpu"
-    """Torch device the models run on."""
+    device: str = "auto"
+    """Torch device the models run on: "auto" (the first CUDA device when torch sees
+    one, else the CPU), "cpu", "cuda", "cuda:N"."""
     torch_threads: int = 0
     """Intra-op threads for torch; 0 keeps torch's default (one per core)."""
 
@@ -96,6 +97,13 @@ class SentenceTransformerBackend:
     """Runs sentence-transformers bi-encoders from local weights."""
 
     name = "sentence-transformers"
+
+    def _device(self) -> str:
+        if self.config.device != "auto":
+            return self.config.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def __init__(self, config: SentenceTransformerConfig | None = None) -> None:
         self.config = config or SentenceTransformerConfig()
@@ -159,7 +167,7 @@ class SentenceTransformerBackend:
         try:
             full = SentenceTransformer(
                 str(path),
-                device=self.config.device,
+                device=self._device(),
                 local_files_only=True,
                 trust_remote_code=trust_remote_code,
             )
@@ -174,7 +182,7 @@ class SentenceTransformerBackend:
         modules = [full[index] for index in range(len(full))]
         ends_normalized = bool(modules) and type(modules[-1]).__name__ == "Normalize"
         pooled = (
-            SentenceTransformer(modules=modules[:-1], device=self.config.device) if ends_normalized else full
+            SentenceTransformer(modules=modules[:-1], device=self._device()) if ends_normalized else full
         )
         pooled.eval()
         normalize_by_profile = {
