@@ -154,7 +154,8 @@ class Result:
     elapsed_s: float
     latencies_ms: list[float]
     cpu_s: dict[str, float] = field(default_factory=dict)
-    """CPU seconds over the measured window, by server process role ("http", "router")."""
+    """CPU seconds over the measured window by role: "http" (the process serving HTTP),
+    "router" (behind a separate facade process), "workers" (all fake workers together)."""
     reply_bytes: int = 0
 
     @property
@@ -167,6 +168,10 @@ class Result:
             return float("nan")
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
+    @property
+    def cpu_s_total(self) -> float:
+        return sum(self.cpu_s.values())
+
     def cpu_us_per_request(self, role: str) -> float | None:
         if role not in self.cpu_s:
             return None
@@ -174,7 +179,12 @@ class Result:
 
 
 async def drive(
-    base_url: str, concurrency: int, duration_s: float, warmup_s: float, pids: dict[str, int], label: str
+    base_url: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    pids: dict[str, list[int]],
+    label: str,
 ) -> Result:
     url = f"{base_url}/v1/encode/{MODEL}"
     body = request_body()
@@ -211,12 +221,12 @@ async def drive(
         stop_at = time.perf_counter() + warmup_s + duration_s
         clients = [loop.create_task(client()) for _ in range(concurrency)]
         await asyncio.sleep(warmup_s)
-        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        cpu_before = {role: sum(map(cpu_seconds, role_pids)) for role, role_pids in pids.items()}
         began = time.perf_counter()
         measuring = True
         await asyncio.gather(*clients)
         elapsed = time.perf_counter() - began
-        cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
+        cpu = {role: sum(map(cpu_seconds, role_pids)) - cpu_before[role] for role, role_pids in pids.items()}
         return Result(label, concurrency, len(latencies), errors, elapsed, latencies, cpu, reply_bytes)
 
 
@@ -247,7 +257,7 @@ def print_table(results: list[Result]) -> None:
     print()
     print(
         f"{'target':<30}{'conc':>5}{'RPS':>8}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'cpu us/req':>11}{'router us':>10}{'x/a RPS':>9}{'reply B':>9}"
+        f"{'cpu us/req':>11}{'router us':>10}{'workers us':>11}{'all us':>8}{'x/a RPS':>9}{'reply B':>9}"
     )
     for r in results:
         base = baseline.get(r.concurrency)
@@ -255,11 +265,13 @@ def print_table(results: list[Result]) -> None:
         print(
             f"{r.label:<30}{r.concurrency:>5}{r.rps:>8.0f}{r.percentile(0.5):>8.2f}{r.percentile(0.99):>8.2f}"
             f"{cpu(r.cpu_us_per_request('http')):>11}{cpu(r.cpu_us_per_request('router')):>10}"
+            f"{cpu(r.cpu_us_per_request('workers')):>11}{cpu(r.cpu_s_total * 1e6 / max(1, r.requests)):>8}"
             f"{ratio:>9.2f}{r.reply_bytes:>9}" + (f"  ({r.errors} errors)" if r.errors else "")
         )
     print()
     print("cpu us/req: the process serving HTTP (a: bare server; b: the router, facade in-process;")
     print("c: the facade process). router us: the router behind the facade process in (c).")
+    print("workers us: the fake worker agents; all us: every server process of the target.")
     print(f"load generator: this process, one aiohttp session; {os.cpu_count()} CPUs shared by all.")
 
 
@@ -277,7 +289,7 @@ def main() -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     results: list[Result] = []
 
-    def run_levels(base_url: str, pids: dict[str, int], label: str) -> None:
+    def run_levels(base_url: str, pids: dict[str, list[int]], label: str) -> None:
         for level in levels:
             results.append(asyncio.run(drive(base_url, level, args.duration_s, args.warmup_s, pids, label)))
 
@@ -286,7 +298,7 @@ def main() -> int:
         bare = start([__file__, "--serve-bare"], logs, "bare")
         try:
             address = wait_listening(logs / "bare.log", bare)
-            run_levels(f"http://{address}", {"http": bare.pid}, "a bare aiohttp")
+            run_levels(f"http://{address}", {"http": [bare.pid]}, "a bare aiohttp")
         finally:
             stop(bare)
 
@@ -305,7 +317,8 @@ def main() -> int:
                 started.append(start(worker_args, logs, f"worker-{index}"))
             in_router = f"http://127.0.0.1:{http_port}"
             asyncio.run(wait_served(in_router))
-            run_levels(in_router, {"http": router.pid}, "b facade in router")
+            workers = [process.pid for process in started[1:]]
+            run_levels(in_router, {"http": [router.pid], "workers": workers}, "b facade in router")
 
             facade_port = free_port()
             facade = start(
@@ -317,7 +330,8 @@ def main() -> int:
             started.append(facade)
             own_process = f"http://127.0.0.1:{facade_port}"
             asyncio.run(wait_served(own_process))
-            run_levels(own_process, {"http": facade.pid, "router": router.pid}, "c facade process + router")
+            pids = {"http": [facade.pid], "router": [router.pid], "workers": workers}
+            run_levels(own_process, pids, "c facade process + router")
         finally:
             for process in reversed(started):
                 stop(process)

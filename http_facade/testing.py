@@ -151,6 +151,8 @@ class FakeMesh:
     """Inference calls wait until cancelled (client disconnects, deadlines)."""
     worker_id: str = "worker-0"
     clock: Callable[[], float] = time.monotonic
+    health_reads: int = 0
+    """Cluster health reads so far (/health, /metrics, the status socket)."""
     calls: list[RecordedCall] = field(default_factory=list)
     cancelled: list[RecordedCall] = field(default_factory=list)
     """Calls whose awaiting task was cancelled while inside the mesh."""
@@ -221,6 +223,7 @@ class FakeMesh:
         return response
 
     async def cluster_health(self) -> cluster_pb2.ClusterHealth:
+        self.health_reads += 1
         healthy = [worker for worker in self.workers if worker.healthy]
         timestamp = timestamp_pb2.Timestamp()
         timestamp.FromSeconds(1_700_000_000)

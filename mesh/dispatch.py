@@ -57,6 +57,24 @@ _SURFACE_ORDER = (
 )
 
 
+def check_operation(catalog: Catalog, model_id: str, operation: Operation) -> None:
+    """UNSUPPORTED_OPERATION when the model's config lists tasks and `operation` is not one.
+
+    Only the tasks the mesh knows count: a config that names none of them (or
+    no tasks at all) allows every operation, as before it said anything.
+    """
+    model = catalog.model(model_id)
+    tasks = getattr(model, "tasks", None)
+    if not tasks or isinstance(tasks, str):
+        return
+    declared = {task for task in tasks if isinstance(task, str)} & set(OPERATIONS)
+    if declared and operation not in declared:
+        raise MeshError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"model '{model_id}' does not support {operation} (it supports: {', '.join(sorted(declared))})",
+        )
+
+
 @dataclass(frozen=True)
 class DispatchPolicy:
     max_attempts: int = 3
@@ -174,7 +192,9 @@ class Dispatcher:
         started = loop.time()
         deadline = started + self.budget_s(timeout_s)
         validate_request(operation, request)
-        resolution = self._catalog().resolve(request.model, request.options.profile)
+        catalog = self._catalog()
+        resolution = catalog.resolve(request.model, request.options.profile)
+        check_operation(catalog, resolution.model_id, operation)
         target = request.target
         route = RouteRequest(
             model_id=resolution.model_id.lower(),

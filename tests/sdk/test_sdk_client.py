@@ -134,18 +134,27 @@ def test_encode_waits_for_capacity_that_appears_later(sdk, facade):
 def test_wait_for_capacity_polls_health_until_workers_appear(sdk, start_facade):
     mesh = FakeMesh(workers=[])
     facade = start_facade(mesh)
-    # The fleet grows while the client polls /health.
-    timer = threading.Timer(
-        2.0, lambda: mesh.workers.append(FakeWorker("late", "l4", models=(ENCODE_MODEL.lower(),)))
-    )
-    timer.start()
+    stop = threading.Event()
+    polls_before_join = 3
+
+    def join_after_polls() -> None:
+        # The fleet grows only once the client has polled /health and found
+        # nothing several times: proof that it waited rather than raced.
+        while not stop.wait(0.05):
+            if mesh.health_reads >= polls_before_join:
+                mesh.workers.append(FakeWorker("late", "l4", models=(ENCODE_MODEL.lower(),)))
+                return
+
+    joiner = threading.Thread(target=join_after_polls, daemon=True)
+    joiner.start()
     try:
         out = sdk(facade.base_url, "wait_for_capacity", gpu="l4", timeout_s=60)
     finally:
-        timer.cancel()
+        stop.set()
+        joiner.join(timeout=5)
     assert out["capacity"]["worker_count"] == 1
     assert out["capacity"]["workers"][0]["name"] == "late"
-    assert out["elapsed_s"] >= 1.5
+    assert mesh.health_reads > polls_before_join
 
 
 def test_wait_for_capacity_with_a_warmup_model(sdk, facade):

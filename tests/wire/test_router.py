@@ -347,3 +347,14 @@ async def test_bad_registry_input_closes_only_that_stream(
     response = await inference.Encode(encode_request(), timeout=5)
     assert response.worker_id == "good"
     assert good.ended is None
+
+
+async def test_an_operation_the_model_does_not_support_is_refused(router, workers, inference, assert_eventually):
+    await workers("w1")
+    await assert_eventually(registered(router, "w1"))
+    request = encode_request(model="urchade/gliner_multi-v2.1")  # an extraction model
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await inference.Encode(request, timeout=5)
+    error = from_rpc_error(caught.value)
+    assert error.code is ErrorCode.UNSUPPORTED_OPERATION
+    assert "extract" in error.message
