@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mesh.catalog import Catalog
+from mesh.catalog import Catalog, Resolution
 from mesh.clock import Clock
 from mesh.errors import ErrorCode, MeshError
 from mesh.registry import WorkerRegistry, WorkerSession
@@ -28,6 +28,7 @@ from mesh.v1 import registry_pb2
 log = logging.getLogger(__name__)
 
 Operation = str  # "encode" | "score" | "extract": the Task oneof field names
+ROUTE_MEMO_ENTRIES = 4096
 OPERATIONS: tuple[Operation, ...] = ("encode", "score", "extract")
 
 # Failures that say "not on this worker, not now" rather than "never": the same
@@ -68,6 +69,8 @@ def check_operation(catalog: Catalog, model_id: str, operation: Operation) -> No
     if not tasks or isinstance(tasks, str):
         return
     declared = {task for task in tasks if isinstance(task, str)} & set(OPERATIONS)
+    if "encode" in declared:
+        declared.add("score")  # a bi-encoder scores by the cosine similarity of its embeddings
     if declared and operation not in declared:
         raise MeshError(
             ErrorCode.UNSUPPORTED_OPERATION,
@@ -178,7 +181,34 @@ class Dispatcher:
         self._budget = RetryBudget(policy, clock)
         self.demand = PendingDemand(clock)
         self._task_ids = itertools.count(1)
+        self._routes: dict[tuple[str, str, str, str, str], tuple[Resolution, RouteRequest]] = {}
+        self._routes_catalog: Catalog | None = None
         self.completed = 0
+
+    def _route(self, operation: Operation, request) -> tuple[Resolution, RouteRequest]:
+        """Resolve the request's model and target; memoised per catalog, since
+        every request of a busy mesh names one of a few models the same way."""
+        catalog = self._catalog()
+        if catalog is not self._routes_catalog:
+            self._routes.clear()
+            self._routes_catalog = catalog
+        target = request.target
+        key = (operation, request.model, request.options.profile, target.machine_profile, target.pool)
+        known = self._routes.get(key)
+        if known is not None:
+            return known
+        resolution = catalog.resolve(request.model, request.options.profile)
+        check_operation(catalog, resolution.model_id, operation)
+        route = RouteRequest(
+            model_id=resolution.model_id.lower(),
+            bundles=resolution.bundles,
+            machine_profile=target.machine_profile.strip().lower(),
+            pool=target.pool.strip().lower(),
+        )
+        if len(self._routes) >= ROUTE_MEMO_ENTRIES:
+            self._routes.clear()  # keys come from clients: never let them grow the memo without bound
+        self._routes[key] = (resolution, route)
+        return resolution, route
 
     def budget_s(self, timeout_s: float | None) -> float:
         """The time a request gets: the caller's deadline, bounded."""
@@ -192,16 +222,7 @@ class Dispatcher:
         started = loop.time()
         deadline = started + self.budget_s(timeout_s)
         validate_request(operation, request)
-        catalog = self._catalog()
-        resolution = catalog.resolve(request.model, request.options.profile)
-        check_operation(catalog, resolution.model_id, operation)
-        target = request.target
-        route = RouteRequest(
-            model_id=resolution.model_id.lower(),
-            bundles=resolution.bundles,
-            machine_profile=target.machine_profile.strip().lower(),
-            pool=target.pool.strip().lower(),
-        )
+        resolution, route = self._route(operation, request)
         decision = pick_workers(self._registry.snapshot(), route, self._routing_policy, self._rng)
         if decision.primary is None:
             raise self._no_capacity(decision.rejection)

@@ -32,6 +32,20 @@ def model_state(value: int) -> ModelState:
     return _MODEL_STATES.get(value, ModelState.AVAILABLE)
 
 
+def model_loads(status: registry_pb2.WorkerStatus) -> tuple[dict[str, ModelLoad], int]:
+    """The models of a status report by lower-cased id, and their total queue depth."""
+    models: dict[str, ModelLoad] = {}
+    reported_depth = 0
+    for model in status.models:
+        models[model.name.lower()] = ModelLoad(
+            state=model_state(model.state),
+            queue_depth=model.queue_depth,
+            pending_items=model.queue_pending_items,
+        )
+        reported_depth += model.queue_depth
+    return models, reported_depth
+
+
 def view_from_status(
     worker_id: str,
     instance_uid: str,
@@ -42,17 +56,14 @@ def view_from_status(
     draining: bool,
     closed: bool,
     pool_override: str | None,
+    loads: tuple[dict[str, ModelLoad], int] | None = None,
 ) -> WorkerView:
-    """The routing row for a worker from its last status and the router's own bookkeeping."""
-    models: dict[str, ModelLoad] = {}
-    reported_depth = 0
-    for model in status.models:
-        models[model.name.lower()] = ModelLoad(
-            state=model_state(model.state),
-            queue_depth=model.queue_depth,
-            pending_items=model.queue_pending_items,
-        )
-        reported_depth += model.queue_depth
+    """The routing row for a worker from its last status and the router's own bookkeeping.
+
+    `loads` is `model_loads(status)` when the caller already has it: it changes
+    only with a report, while the view changes with every task sent.
+    """
+    models, reported_depth = loads if loads is not None else model_loads(status)
     pool = status.pool if pool_override is None else pool_override
     return WorkerView(
         worker_id=worker_id,
@@ -85,6 +96,7 @@ class WorkerSession:
         self.agent_version = hello.agent_version
         self.status = registry_pb2.WorkerStatus()
         self.status.CopyFrom(hello.status)
+        self._loads = model_loads(self.status)
         self._clock = clock
         self._on_change = on_change
         self.connected_at_s = clock.monotonic()
@@ -112,6 +124,7 @@ class WorkerSession:
                 draining=self.draining,
                 closed=self.closed,
                 pool_override=self.pool_override,
+                loads=self._loads,
             )
             self._view = view
         return view
@@ -127,6 +140,7 @@ class WorkerSession:
         if status.seq and self.status.seq and status.seq < self.status.seq:
             return  # an older report overtaken by a newer one
         self.status.CopyFrom(status)
+        self._loads = model_loads(self.status)
         self._changed()
 
     def set_draining(self) -> None:

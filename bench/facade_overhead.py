@@ -1,6 +1,6 @@
 """HTTP facade overhead benchmark: the facade against a bare aiohttp server, same run.
 
-    .venv/bin/python bench/http_facade.py [--duration-s 5] [--concurrency 1,16,64] [--workers 1]
+    .venv/bin/python bench/facade_overhead.py [--duration-s 5] [--concurrency 1,16,64] [--workers 1]
 
 The load is what sie-sdk sends for `client.encode(model, {"text": ...})`: one
 item of a sentence, a MessagePack body, `Content-Type` and `Accept:

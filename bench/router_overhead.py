@@ -1,6 +1,6 @@
 """Router overhead benchmark: the mesh against a bare gRPC server, same run.
 
-    .venv/bin/python bench/grpc_router.py [--duration-s 5] [--concurrency 1,16,64]
+    .venv/bin/python bench/router_overhead.py [--duration-s 5] [--concurrency 1,16,64]
 
 (a) a bare `grpc.aio` server answering Encode with a reply of the same size;
 (b) `mesh router` with zero-latency fake worker agents (separate processes).
