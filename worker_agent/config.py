@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from mesh.coordination import DEFAULT_PREFIX
-from worker_agent.discovery import DiscoveryConfig, split_router_specs
+from mesh.ha import DiscoveryConfig, split_router_specs
 
 DEFAULT_MAX_BATCH_TOKENS = 16384
 """Token budget of a batch when neither the flags nor the model's profile set one."""
@@ -52,6 +52,10 @@ class LinkSettings:
 
     status_interval_s: float = 0.2
     """Status cadence until a router's Welcome asks for another."""
+    result_coalesce_s: float = 0.0005
+    """While other tasks of a stream are still open, how long finished results
+    wait for company before they are written: each stream write costs a thread
+    hop inside gRPC, far more than the bytes it carries. 0 writes at once."""
     status_coalesce_s: float = 0.01
     """Queue-depth-only changes are reported at most this often; other changes at once."""
     connect_timeout_s: float = 5.0
@@ -78,8 +82,8 @@ class LinkSettings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.status_coalesce_s < 0:
-            raise ValueError("status_coalesce_s must not be negative")
+        if self.status_coalesce_s < 0 or self.result_coalesce_s < 0:
+            raise ValueError("status_coalesce_s and result_coalesce_s must not be negative")
 
 
 @dataclass(frozen=True)

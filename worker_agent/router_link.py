@@ -364,8 +364,13 @@ class RouterLink:
         coalesce_s = settings.status_coalesce_s
         # The Hello carried a full status; the first report is due one interval later.
         last_status_s = clock.monotonic()
+        result_coalesce_s = settings.result_coalesce_s
         while True:
             wake.clear()
+            if outbox and result_coalesce_s > 0 and session.tasks and not self._closing:
+                # More results are on their way (tasks of this stream are still
+                # open): let them share the write. A last result goes at once.
+                await asyncio.sleep(result_coalesce_s)
             # Only what was queued when the cycle began: under sustained load the
             # outbox never empties, and status reports must still get their turn.
             for message in coalesce_results(outbox, len(outbox)):
