@@ -108,6 +108,8 @@ def add_routes(app: web.Application, specs: tuple[RouteSpec, ...], handlers: obj
         app.router.add_route(route.method, route.path, getattr(handlers, route.name), name=route.name)
         app[ROUTE_TABLE_KEY].append(route)
         app[ACCESS_KEY][route.name] = route.access
+
+
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 MACHINE_PROFILE_KEY = web.RequestKey("machine_profile", str)
 POOL_KEY = web.RequestKey("pool", str)

@@ -1,6 +1,8 @@
 """The pieces `mesh/cli.py` wires in.
 
 mesh facade --port 8080 --router HOST:PORT[,HOST:PORT...]   (own process, gRPC to routers)
+mesh facade --port 8080 --router dns:///NAME:PORT            (every address NAME resolves to)
+mesh facade --port 8080 --etcd http://HOST:2379              (the routers registered in etcd)
 mesh router --http-port 8080                                 (in-process: start_http_server)
 """
 
@@ -10,25 +12,28 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 from aiohttp import web
 
 from http_facade.app import STATE_KEY, create_app
 from http_facade.config import FacadeConfig
-from http_facade.grpc_client import GrpcMeshClient, parse_router_addresses
-from mesh.config_api import GrpcConfigClient
-from mesh.pools import GrpcPoolsClient
+from http_facade.grpc_client import GrpcMeshClient
 from mesh.cli import port_number, positive_seconds
+from mesh.config_api import GrpcConfigClient
+from mesh.ha import DiscoveryConfig, RouterDiscovery, parse_router_specs, split_router_specs
+from mesh.ha.flags import ETCD_URL_ENV, add_etcd_arguments
+from mesh.pools import GrpcPoolsClient
 
 log = logging.getLogger(__name__)
 
 _DEFAULTS = FacadeConfig()
 
 
-def _router_addresses(text: str) -> list[str]:
+def _router_specs(text: str) -> list[str]:
     try:
-        return parse_router_addresses(text)
+        return list(parse_router_specs(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -56,13 +61,29 @@ def add_facade_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p", "--port", type=port_number, default=8080, help="HTTP port (default: %(default)s)"
     )
-    parser.add_argument(
+    router = parser.add_argument(
         "--router",
-        type=_router_addresses,
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="router replicas' gRPC addresses",
+        type=_router_specs,
+        default=[],
+        metavar="HOST:PORT|dns:///NAME:PORT[,...]",
+        help="router replicas' gRPC addresses; the facade keeps a channel to each. dns:///NAME:PORT "
+        "stands for every address NAME resolves to, re-resolved every --dns-refresh-s (a Kubernetes "
+        "headless service). Needed unless --etcd is given",
     )
+    parser.add_argument(
+        "--dns-refresh-s",
+        type=positive_seconds,
+        default=DiscoveryConfig.dns_refresh_s,
+        help="how often dns:/// router names are resolved again (default: %(default)s)",
+    )
+    add_etcd_arguments(
+        parser,
+        what="to discover the router replicas from (they register there); with or instead of --router",
+        satisfies=router,
+    )
+    # argparse has no "A or B is required": --router is required unless etcd is
+    # configured, by the environment (known now) or by --etcd (see satisfies).
+    router.required = not os.environ.get(ETCD_URL_ENV, "").strip()
     parser.add_argument(
         "--request-timeout-s",
         type=positive_seconds,
@@ -96,6 +117,18 @@ def facade_config(args: argparse.Namespace) -> FacadeConfig:
         request_timeout_s=args.request_timeout_s,
         max_body_bytes=args.max_body_bytes,
         max_items=args.max_items,
+    )
+
+
+def router_discovery_config(args: argparse.Namespace) -> DiscoveryConfig:
+    """Where the facade finds the routers, from parsed `add_facade_arguments` flags."""
+    static, names = split_router_specs(args.router)
+    return DiscoveryConfig(
+        static=static,
+        dns=names,
+        etcd_url=args.etcd,
+        etcd_prefix=args.etcd_prefix,
+        dns_refresh_s=args.dns_refresh_s,
     )
 
 
@@ -137,10 +170,13 @@ async def _wait_for_stop_signal() -> None:
 async def run_facade(args: argparse.Namespace) -> int:
     """`mesh facade`: serve the HTTP API over gRPC to the routers until SIGINT/SIGTERM."""
     config = facade_config(args)
+    # One discovery for the three clients: they follow the same replicas.
+    discovery = RouterDiscovery(router_discovery_config(args))
     async with (
-        GrpcMeshClient(args.router) as mesh,
-        GrpcConfigClient(args.router) as config_api,
-        GrpcPoolsClient(args.router) as pools_api,
+        discovery,
+        GrpcMeshClient(discovery) as mesh,
+        GrpcConfigClient(discovery) as config_api,
+        GrpcPoolsClient(discovery) as pools_api,
     ):
         app = create_app(mesh, config, config_api=config_api, pools_api=pools_api)
         try:
@@ -148,10 +184,11 @@ async def run_facade(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
             return 1
+        sources = [*args.router, *(f"etcd {url}" for url in [args.etcd] if url)]
         log.info(
-            "facade listening on %s, routers %s, auth %s",
+            "facade listening on %s, routers from %s, auth %s",
             ", ".join(str(address) for address in runner.addresses),
-            ",".join(args.router),
+            ", ".join(sources),
             "on" if config.auth_enabled else "off",
         )
         try:

@@ -3,7 +3,7 @@
     mesh router  --port 50051 [--http-port 8080] [--etcd http://HOST:2379 --advertise-address HOST:PORT]
     mesh worker  --router HOST:PORT[,HOST:PORT...] | --router dns:///NAME:PORT | --etcd http://HOST:2379
                  --bundle B --machine-profile P --backend NAME
-    mesh facade  --port 8080 --router HOST:PORT[,...]
+    mesh facade  --port 8080 --router HOST:PORT[,...] | dns:///NAME:PORT  (or --etcd URL)
     mesh up      a router, the HTTP facade and one real-model worker on localhost
 
 Bad flags end with a usage message and exit status 2, never a traceback.

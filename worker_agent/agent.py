@@ -31,13 +31,13 @@ from mesh import __version__ as MESH_VERSION
 from mesh.catalog import Catalog, ConfigSource, ModelConfig
 from mesh.clock import Clock, SystemClock
 from mesh.errors import ErrorCode, MeshError
+from mesh.ha import Resolver, RouterDiscovery, system_resolver
 from mesh.routing.types import ModelState
 from mesh.v1 import registry_pb2
 from worker_agent.backends.base import Backend
 from worker_agent.batch_loop import BatchLoop, PendingTask
 from worker_agent.batching import BatchKey, BatchLimits, estimate_request_tokens
 from worker_agent.config import DEFAULT_MAX_BATCH_TOKENS, AgentConfig
-from worker_agent.discovery import Resolver, RouterDiscovery, system_resolver
 from worker_agent.health import HealthEndpoint
 from worker_agent.router_link import LinkSession, RouterLink
 from worker_agent.status import AgentStatus, ModelReport, status_to_proto

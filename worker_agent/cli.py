@@ -20,11 +20,11 @@ from typing import Any
 
 from mesh.catalog import load_catalog
 from mesh.errors import MeshError
+from mesh.ha import split_router_specs
 from worker_agent.agent import WorkerAgent
 from worker_agent.backends import backend_names, create_backend
 from worker_agent.backends.base import Backend
 from worker_agent.config import AgentConfig, default_worker_id
-from worker_agent.discovery import split_router_specs
 
 log = logging.getLogger(__name__)
 

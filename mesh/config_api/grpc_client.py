@@ -30,7 +30,7 @@ from mesh.config_api.api import (
     ResolveReply,
 )
 from mesh.config_api.document_intake import IntakeLimits, admit_document
-from mesh.replica_channels import ReplicaChannels
+from mesh.replica_channels import ReplicaAddresses, ReplicaChannels
 from mesh.v1 import config_pb2, config_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ class GrpcConfigClientConfig:
 class GrpcConfigClient:
     """`ConfigApi` over router replicas. Use `async with GrpcConfigClient([...]) as api:`."""
 
-    def __init__(self, addresses: Sequence[str], config: GrpcConfigClientConfig | None = None) -> None:
+    def __init__(
+        self, addresses: Sequence[str] | ReplicaAddresses, config: GrpcConfigClientConfig | None = None
+    ) -> None:
         self._config = config or GrpcConfigClientConfig()
         self._replicas = ReplicaChannels(
             addresses,

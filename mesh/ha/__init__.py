@@ -13,12 +13,27 @@
 - `Leadership` (leadership.py): continuous campaign; singleton loops run only
   while this replica leads.
 - records.py: the key layout, and why a worker key is per router.
+- `RouterDiscovery` (discovery.py): the other side -- which replicas a client
+  (worker agent, HTTP facade) keeps a link to, from static addresses,
+  `dns:///NAME:PORT` and etcd's `routers/` prefix.
 
 Routing never waits on any of this: streams take workers in and out of the
 registry at once; the store is the shared, slower view and the backstop.
 """
 
 from mesh.ha.config import ReplicaConfig
+from mesh.ha.discovery import (
+    DiscoveryConfig,
+    DnsName,
+    Resolver,
+    RouterDiscovery,
+    check_address,
+    dial_address,
+    parse_dns_spec,
+    parse_router_specs,
+    split_router_specs,
+    system_resolver,
+)
 from mesh.ha.fencing import FenceBook
 from mesh.ha.leadership import Leadership, SingletonLoop
 from mesh.ha.membership import Membership, read_routers, read_workers
@@ -45,6 +60,8 @@ __all__ = [
     "LEADER_KEY",
     "ROUTERS_PREFIX",
     "WORKERS_PREFIX",
+    "DiscoveryConfig",
+    "DnsName",
     "FenceBook",
     "FenceRecord",
     "Leadership",
@@ -52,15 +69,23 @@ __all__ = [
     "Replica",
     "ReplicaConfig",
     "ReplicaLease",
+    "Resolver",
+    "RouterDiscovery",
     "RouterRecord",
     "SingletonLoop",
     "WorkerRecord",
+    "check_address",
+    "dial_address",
     "fence_key",
+    "parse_dns_spec",
     "parse_fence_key",
+    "parse_router_specs",
     "parse_worker_key",
     "read_routers",
     "read_workers",
     "router_key",
+    "split_router_specs",
+    "system_resolver",
     "worker_key",
     "worker_prefix",
 ]

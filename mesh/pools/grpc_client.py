@@ -20,7 +20,7 @@ from mesh.pools.api import PoolCreated
 from mesh.pools.records import Pool
 from mesh.pools.spec import PoolSpec
 from mesh.pools.wire import pool_from_proto, spec_to_proto
-from mesh.replica_channels import ReplicaChannels
+from mesh.replica_channels import ReplicaAddresses, ReplicaChannels
 from mesh.v1 import pools_pb2, pools_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,9 @@ _T = TypeVar("_T")
 class GrpcPoolsClient:
     """`PoolsApi` over gRPC. `async with GrpcPoolsClient([...]) as pools:`, or `start()` / `close()`."""
 
-    def __init__(self, addresses: Sequence[str], *, timeout_s: float = 10.0) -> None:
+    def __init__(self, addresses: Sequence[str] | ReplicaAddresses, *, timeout_s: float = 10.0) -> None:
         """
-        addresses: router replicas, HOST:PORT each.
+        addresses: router replicas, HOST:PORT each, or a discovery that follows them.
         timeout_s: budget of one pool operation, failovers included.
         """
         if timeout_s <= 0:

@@ -11,10 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from http_facade import GrpcMeshClient, create_app, parse_router_addresses
+from http_facade import GrpcMeshClient, create_app
 from http_facade.grpc_client import INFERENCE_HEALTH_SERVICE, REQUEST_ID_METADATA_KEY
 from http_facade.testing import ENCODE_MODEL, FakeMesh, fake_dense
 from mesh.errors import ErrorCode, MeshError
+from mesh.ha import parse_router_specs
 from mesh.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, inference_pb2, inference_pb2_grpc
 
 
@@ -239,22 +240,24 @@ async def test_facade_over_grpc_end_to_end(routers):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("a:1", ["a:1"]),
-        ("a:1, b:2", ["a:1", "b:2"]),
-        ("[::1]:50051", ["[::1]:50051"]),
-        ("10.0.0.1:9,", ["10.0.0.1:9"]),
+        ("a:1", ("a:1",)),
+        ("a:1, b:2", ("a:1", "b:2")),
+        ("[::1]:50051", ("[::1]:50051",)),
+        ("10.0.0.1:9,", ("10.0.0.1:9",)),
+        ("dns:///router-headless:50051,a:1", ("dns:///router-headless:50051", "a:1")),
     ],
 )
-def test_router_addresses_parse(text, expected):
-    assert parse_router_addresses(text) == expected
+def test_router_specs_parse(text, expected):
+    assert parse_router_specs(text) == expected
 
 
 @pytest.mark.parametrize(
-    "text", ["", ",", "host", "host:", ":80", "host:0", "host:70000", "host:http", "::1:80", "[::1:80"]
+    "text",
+    ["", ",", "host", "host:", ":80", "host:0", "host:70000", "host:http", "::1:80", "[::1:80", "a:1,a:1"],
 )
-def test_bad_router_addresses_are_refused(text):
+def test_bad_router_specs_are_refused(text):
     with pytest.raises(ValueError):
-        parse_router_addresses(text)
+        parse_router_specs(text)
 
 
 def _free_port() -> int:

@@ -63,7 +63,7 @@ async def test_every_replica_sees_every_worker_soon_after_its_hello(mesh, store,
 
 
 async def test_a_killed_replica_loses_no_request(mesh, store, assert_eventually, caplog):
-    caplog.set_level(logging.WARNING, logger="http_facade.grpc_client")
+    caplog.set_level(logging.WARNING, logger="mesh.replica_channels")
     r1, r2 = mesh.router("r1"), mesh.router("r2")
     for index in range(3):
         mesh.worker(f"w{index}", latency_ms=40)

@@ -9,22 +9,20 @@ import pytest
 
 from mesh.clock import ManualClock
 from mesh.ha import (
+    DiscoveryConfig,
+    DnsName,
     FenceBook,
+    RouterDiscovery,
     RouterRecord,
     WorkerRecord,
+    dial_address,
     fence_key,
+    parse_dns_spec,
     parse_fence_key,
     parse_worker_key,
     router_key,
-    worker_key,
-)
-from worker_agent.discovery import (
-    DiscoveryConfig,
-    DnsName,
-    RouterDiscovery,
-    dial_address,
-    parse_dns_spec,
     split_router_specs,
+    worker_key,
 )
 
 pytestmark = pytest.mark.timeout(10)

@@ -33,9 +33,9 @@ from http_facade.routes import ROUTES, Access
 from mesh.cli import build_parser
 from mesh.config_api.settings import CONFIG_RESTORE_ENV, CONFIG_STORE_DIR_ENV
 from mesh.coordination import parse_etcd_url
+from mesh.ha import split_router_specs
 from mesh.ha.flags import ADVERTISE_ADDRESS_ENV, ETCD_PREFIX_ENV, ETCD_URL_ENV
 from mesh.router import INFERENCE_SERVICE, REGISTRY_SERVICE
-from worker_agent.discovery import split_router_specs
 from worker_agent.health import LIVENESS_SERVICE, READINESS_SERVICE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -538,24 +538,43 @@ def assert_reaches_router_grpc(address: str, where: str) -> dict[str, Any]:
     return service
 
 
+def kustomization_namespace() -> str:
+    return yaml.safe_load(KUSTOMIZATION.read_text())["namespace"]
+
+
+def assert_finds_routers(container: MeshContainer) -> None:
+    """Each `--router` spec lands on every router pod's gRPC port; etcd is checked elsewhere."""
+    assert container.args.router or container.args.etcd, f"{container.where}: no way to find the routers"
+    static, names = split_router_specs(list(container.args.router))
+    for address in static:
+        assert_reaches_router_grpc(address, container.where)
+    for name in names:
+        where = f"{container.where}: {name}"
+        service = assert_reaches_router_grpc(f"{name.host}:{name.port}", container.where)
+        # dns:/// stands for every address: only a headless Service resolves to each pod.
+        assert service["spec"].get("clusterIP") == "None", f"{where} is not headless"
+        assert not service["spec"].get("publishNotReadyAddresses"), (
+            f"{where}: a draining router must drop out"
+        )
+        # A headless name resolves to pod IPs: the client dials the container port, not a Service port.
+        assert name.port == router_grpc_port(), f"{where}: routers serve gRPC on {router_grpc_port()}"
+        # `svc`, `svc.ns`, `svc.ns.svc[.cluster.local]`: a namespace, if named, is the mesh's.
+        labels = name.host.split(".")
+        assert len(labels) == 1 or labels[1] == kustomization_namespace(), f"{where}: another namespace"
+
+
 def test_workers_find_routers_through_the_headless_service_or_etcd() -> None:
     for worker in mesh_container("worker"):
-        assert worker.args.router or worker.args.etcd, f"{worker.where}: no way to find the routers"
-        static, names = split_router_specs(list(worker.args.router))
-        for address in static:
-            assert_reaches_router_grpc(address, worker.where)
-        for name in names:
-            service = assert_reaches_router_grpc(f"{name.host}:{name.port}", worker.where)
-            # dns:/// stands for every address: only a headless Service resolves to each pod.
-            assert service["spec"].get("clusterIP") == "None", f"{worker.where}: {name} is not headless"
-            assert not service["spec"].get("publishNotReadyAddresses"), "a draining router must drop out"
+        assert_finds_routers(worker)
 
 
-def test_facade_dials_router_grpc_ports() -> None:
+def test_facade_keeps_a_channel_to_every_router_pod() -> None:
     (facade,) = mesh_container("facade")
-    assert facade.args.router, f"{facade.where}: no routers"
-    for address in facade.args.router:
-        assert_reaches_router_grpc(address, facade.where)
+    assert_finds_routers(facade)
+    _, names = split_router_specs(list(facade.args.router))
+    # Router pods come and go with no stable names; one static name is one channel
+    # stuck on whichever pod it reached, and the facade's failover never engages.
+    assert names or facade.args.etcd, f"{facade.where}: find every router pod (dns:/// or --etcd)"
 
 
 def test_routers_dial_the_etcd_client_port() -> None:

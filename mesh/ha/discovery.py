@@ -1,6 +1,8 @@
-"""Which router replicas the agent keeps a stream to, as the set changes.
+"""Which router replicas a client keeps a link to, as the set changes.
 
-Three sources, in any mix; the agent's set is their union:
+Worker agents (one registration stream per replica) and the HTTP facade (one
+gRPC channel per replica, shared by its three clients) find routers the same
+way. Three sources, in any mix; the set is their union:
 
 - static addresses, `--router 10.0.0.5:50051,10.0.0.6:50051`;
 - DNS names, `--router dns:///router-headless:50051`, re-resolved every
@@ -12,22 +14,25 @@ Three sources, in any mix; the agent's set is their union:
   and a drained one (lease revoked) is dropped at once.
 
 A source that fails (DNS error, etcd away) keeps its last answer: losing the
-way to *find* routers is no reason to drop streams to routers that work.
+way to *find* routers is no reason to drop links to routers that work.
 
-`RouterDiscovery` only reports sets; the agent reconciles its links
-(`WorkerAgent` adds a `RouterLink` per new address and retires the links of
-addresses that left -- a retired link keeps a live stream, it only stops
-redialling, so a replica that lost etcd but still serves keeps its workers).
+`RouterDiscovery` only reports sets, to every subscriber; each client
+reconciles its own links (`WorkerAgent` adds a `RouterLink` per new address
+and retires those of addresses that left; `mesh.replica_channels` opens and
+retires channels). The owner runs it: `await discovery.run()` in a task it
+owns, or `async with discovery:`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 from mesh.coordination import (
     DEFAULT_PREFIX,
@@ -62,6 +67,22 @@ class DnsName:
         return f"{DNS_SCHEME}{self.host}:{self.port}"
 
 
+def parse_router_specs(text: str) -> tuple[str, ...]:
+    """`a:1, dns:///name:2` -> ("a:1", "dns:///name:2"), each checked.
+
+    Blank entries (a trailing comma) are skipped. Raises ValueError, worded
+    for a command line, for an empty list, a bad spec or one listed twice.
+    """
+    specs = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not specs:
+        raise ValueError("no router address given")
+    split_router_specs(specs)
+    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if repeated:
+        raise ValueError(f"router {repeated[0]!r} is listed twice")
+    return specs
+
+
 def split_router_specs(specs: Sequence[str]) -> tuple[tuple[str, ...], tuple[DnsName, ...]]:
     """`("h:1", "dns:///name:2")` -> static addresses and DNS names. Raises ValueError for a bad spec."""
     static: list[str] = []
@@ -87,10 +108,17 @@ def parse_dns_spec(spec: str) -> DnsName:
 
 
 def check_address(address: str) -> str:
-    """`host:port` or `[v6]:port`; raises ValueError otherwise."""
+    """`host:port` or `[v6]:port`, as gRPC dials it; raises ValueError saying what is wrong."""
     host, separator, port = address.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not separator or not host or host == "[]":
         raise ValueError(f"{address!r} is not HOST:PORT")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"{address!r} is not HOST:PORT: unbalanced IPv6 bracket")
+    if ":" in host and not host.startswith("["):
+        # gRPC would read the last group of a bare IPv6 address as the port.
+        raise ValueError(f"{address!r} is not HOST:PORT: write IPv6 hosts as [addr]:port")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not HOST:PORT: the port must be 1-65535")
     return address
 
 
@@ -106,7 +134,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
-    """Where the agent finds router replicas."""
+    """Where router replicas are found."""
 
     static: tuple[str, ...] = ()
     """Addresses (`host:port`) always in the set."""
@@ -134,33 +162,56 @@ class DiscoveryConfig:
 
 
 class RouterDiscovery:
-    """Reports the union of every source's router addresses through `on_change`, on every change."""
+    """Follows every source and reports the union of their router addresses to each subscriber, on every change.
+
+    Subscribers are called synchronously from the task that follows the
+    sources, so they must not block; the set they get is the new `current`.
+    """
 
     def __init__(
         self,
         config: DiscoveryConfig,
-        on_change: Callable[[frozenset[str]], None],
+        on_change: Callable[[frozenset[str]], None] | None = None,
         *,
         resolver: Resolver = system_resolver,
         open_etcd: Callable[[str, str], CoordinationStore] = open_store,
         clock: SleepClock | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """
+        config: the sources.
+        on_change: a first subscriber (see `subscribe`), for an owner that is its only reader.
+        resolver / open_etcd / clock / rng: injected for tests.
+        """
         self._config = config
-        self._on_change = on_change
+        self._subscribers: list[Callable[[frozenset[str]], None]] = [on_change] if on_change else []
         self._resolver = resolver
         self._open_etcd = open_etcd
         self._clock = clock or SystemSleepClock()
         self._rng = rng or random.Random()
         self._found: dict[str, frozenset[str]] = {"static": frozenset(config.static)}
         self._current = frozenset(config.static)
+        self._following: asyncio.Task[None] | None = None
         self.etcd_listed = asyncio.Event()
         """Set once etcd's `routers/` prefix has been read (tests, diagnostics)."""
 
     @property
     def current(self) -> frozenset[str]:
-        """The addresses to keep a stream to now. Static addresses from the start."""
+        """The addresses to keep a link to now. Static addresses from the start."""
         return self._current
+
+    def subscribe(self, on_change: Callable[[frozenset[str]], None]) -> Callable[[], None]:
+        """Call `on_change(addresses)` on every change from now on; returns a function that stops it.
+
+        Read `current` in the same step (no await in between) for the set as it is now.
+        """
+        self._subscribers.append(on_change)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(on_change)
+
+        return unsubscribe
 
     async def run(self) -> None:
         """Follow every dynamic source until cancelled; returns at once when there is none."""
@@ -169,6 +220,27 @@ class RouterDiscovery:
                 tasks.create_task(self._follow_dns(name), name=f"discover-{name}")
             if self._config.etcd_url:
                 tasks.create_task(self._follow_etcd(self._config.etcd_url), name="discover-etcd")
+
+    async def start(self) -> None:
+        """Run `run()` in a task this object owns, until `close()`. Returns at once."""
+        if self._following is None and self._config.dynamic:
+            self._following = asyncio.create_task(self.run(), name="router-discovery")
+            self._following.add_done_callback(_log_failure)
+
+    async def close(self) -> None:
+        """Stop following (the last set stands); idempotent."""
+        following, self._following = self._following, None
+        if following is not None:
+            following.cancel()
+            # A failure was logged when it happened; closing is not the place to raise it.
+            await asyncio.gather(following, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     def _report(self, source: str, addresses: frozenset[str]) -> None:
         if self._found.get(source) == addresses:
@@ -182,7 +254,8 @@ class RouterDiscovery:
                 ", ".join(sorted(current)) or "none",
             )
             self._current = current
-            self._on_change(current)
+            for on_change in list(self._subscribers):
+                on_change(current)
 
     # -- DNS ---------------------------------------------------------------------------
 
@@ -233,6 +306,12 @@ class RouterDiscovery:
             except MeshError as error:
                 log.info("router discovery from etcd failed (%s); retrying", error)
             await self._clock.sleep(backoff.next_delay_s())
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The sources catch what they expect (DNS and etcd errors); this is a bug.
+        log.error("router discovery stopped; the router set is frozen", exc_info=task.exception())
 
 
 def _address(kv: KeyValue) -> str | None:
