@@ -28,7 +28,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mesh.v1 import common_pb2, inference_pb2, inference_pb2_grpc  # noqa: E402
+from mesh.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIMS = 384
@@ -56,7 +56,7 @@ class BareInference(inference_pb2_grpc.InferenceServicer):
     def __init__(self) -> None:
         self._reply = reply()
 
-    async def Encode(self, req, context):  # noqa: N802 - gRPC name
+    async def Encode(self, req, context):
         return self._reply
 
 
@@ -136,7 +136,9 @@ class Result:
         return self.cpu_s * 1e6 / max(1, self.requests)
 
 
-async def drive(address: str, concurrency: int, duration_s: float, warmup_s: float, pids: list[int], label: str):
+async def drive(
+    address: str, concurrency: int, duration_s: float, warmup_s: float, pids: list[int], label: str
+):
     async with grpc.aio.insecure_channel(address) as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
         message = request()
@@ -175,7 +177,9 @@ async def drive(address: str, concurrency: int, duration_s: float, warmup_s: flo
 def print_table(results: list[Result]) -> None:
     baseline = {r.concurrency: r for r in results if r.label.startswith("a")}
     print()
-    print(f"{'target':<28}{'conc':>5}{'RPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'b/a RPS':>9}{'+p50 ms':>9}")
+    print(
+        f"{'target':<28}{'conc':>5}{'RPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'b/a RPS':>9}{'+p50 ms':>9}"
+    )
     for r in results:
         base = baseline[r.concurrency]
         ratio = r.rps / base.rps if base.rps else float("nan")
@@ -209,7 +213,9 @@ def main() -> int:
             address = wait_listening(logs / "bare.log", bare)
             for level in levels:
                 results.append(
-                    asyncio.run(drive(address, level, args.duration_s, args.warmup_s, [bare.pid], "a bare grpc.aio"))
+                    asyncio.run(
+                        drive(address, level, args.duration_s, args.warmup_s, [bare.pid], "a bare grpc.aio")
+                    )
                 )
         finally:
             stop(bare)
@@ -241,7 +247,14 @@ def main() -> int:
             for level in levels:
                 results.append(
                     asyncio.run(
-                        drive(address, level, args.duration_s, args.warmup_s, [router.pid], "b router+fake workers")
+                        drive(
+                            address,
+                            level,
+                            args.duration_s,
+                            args.warmup_s,
+                            [router.pid],
+                            "b router+fake workers",
+                        )
                     )
                 )
         finally:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -71,7 +72,7 @@ def positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text} must be a positive, finite number of seconds")
     return value
 
@@ -218,7 +219,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         default="sentence-transformers",
         help="worker backend (default sentence-transformers: the real model on CPU)",
     )
-    parser.add_argument("--machine-profile", default="cpu", help="machine profile of the worker (default cpu)")
+    parser.add_argument(
+        "--machine-profile", default="cpu", help="machine profile of the worker (default cpu)"
+    )
     parser.add_argument("--bundle", default="default", help="bundle of the worker (default 'default')")
     parser.add_argument(
         "--worker-ready-timeout-s",
@@ -267,7 +270,7 @@ async def run_up(args: argparse.Namespace) -> int:
     try:
         http_runner = await _start_facade_in_router(router, "127.0.0.1", args.http_port)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        worker = subprocess.Popen(
+        worker = subprocess.Popen(  # noqa: ASYNC220 - fork and exec only; the wait is polled
             [
                 sys.executable,
                 "-m",
@@ -316,7 +319,9 @@ async def run_up(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mesh", description="inference-mesh: a routing mesh for model workers")
+    parser = argparse.ArgumentParser(
+        prog="mesh", description="inference-mesh: a routing mesh for model workers"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     router = commands.add_parser("router", help="run a router replica")

@@ -81,7 +81,11 @@ def model_summaries(sessions: Iterable[WorkerSession], catalog: Catalog) -> list
             name=model.model_id,
             state="available",
             profiles=sorted(model.profiles),
-            bundles=[b.bundle_id for b in catalog.bundles if model_is_routable(catalog, model.model_id, b.bundle_id)],
+            bundles=[
+                b.bundle_id
+                for b in catalog.bundles
+                if model_is_routable(catalog, model.model_id, b.bundle_id)
+            ],
         )
     for session in sessions:
         view = session.view()
@@ -109,7 +113,9 @@ def model_is_routable(catalog: Catalog, model_id: str, bundle_id: str) -> bool:
     return any(m.model_id.lower() == model_id.lower() for m in catalog.models_for_bundle(bundle_id))
 
 
-def find_model(summaries: list[cluster_pb2.ModelSummary], catalog: Catalog, model: str) -> cluster_pb2.ModelSummary:
+def find_model(
+    summaries: list[cluster_pb2.ModelSummary], catalog: Catalog, model: str
+) -> cluster_pb2.ModelSummary:
     """The summary of `model` (a model path; bundle prefix and profile ignored)."""
     resolution = catalog.resolve(model)
     key = resolution.model_id.lower()
@@ -147,7 +153,9 @@ def cluster_health(
         worker_count=len(healthy),
         gpu_count=sum(w.status.gpu_count for w in healthy),
         models_loaded=loaded,
-        configured_gpu_types=sorted({w.status.machine_profile.lower() for w in workers if w.status.machine_profile}),
+        configured_gpu_types=sorted(
+            {w.status.machine_profile.lower() for w in workers if w.status.machine_profile}
+        ),
         live_gpu_types=live_types,
         total_qps=total_qps,
         workers=workers,

@@ -22,8 +22,8 @@ from mesh.clock import Clock
 from mesh.errors import ErrorCode, MeshError
 from mesh.registry import WorkerRegistry, WorkerSession
 from mesh.routing import Rejection, RouteRequest, RoutingPolicy, pick_workers
-from mesh.validation import validate_request
 from mesh.v1 import registry_pb2
+from mesh.validation import validate_request
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,9 @@ class Dispatcher:
         remaining_s: float,
     ) -> registry_pb2.TaskResult:
         task_id = f"{self._router_id}-{next(self._task_ids)}"
-        task = registry_pb2.Task(task_id=task_id, model_id=model_id, profile=profile, budget_ms=int(remaining_s * 1000))
+        task = registry_pb2.Task(
+            task_id=task_id, model_id=model_id, profile=profile, budget_ms=int(remaining_s * 1000)
+        )
         getattr(task, operation).CopyFrom(request)
         future = session.open_task(task_id)
         try:
@@ -305,7 +307,11 @@ class Dispatcher:
         error = rejection.to_error()
         if error.code is ErrorCode.PROVISIONING:
             self.demand.record(rejection.machine_profile, rejection.bundle, rejection.pool)
-            what = f"GPU type '{rejection.machine_profile}'" if rejection.machine_profile else f"bundle '{rejection.bundle}'"
+            what = (
+                f"GPU type '{rejection.machine_profile}'"
+                if rejection.machine_profile
+                else f"bundle '{rejection.bundle}'"
+            )
             error.message = f"No worker available for {what}. Provisioning in progress."
             error.retry_after_s = self.policy.provisioning_retry_after_s
             error.estimated_wait_s = self.policy.provisioning_estimated_wait_s

@@ -12,9 +12,9 @@ read it with their standard status helpers.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
-import dataclasses
 from dataclasses import dataclass
 
 import grpc
@@ -106,7 +106,12 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
 
 # Codes that exist only on HTTP; on gRPC they never arise (no routes, no bodies).
 HTTP_ONLY_CODES = frozenset(
-    {ErrorCode.NOT_FOUND, ErrorCode.METHOD_NOT_ALLOWED, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.UNSUPPORTED_MEDIA_TYPE}
+    {
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    }
 )
 
 _PROTO_PREFIX = "ERROR_CODE_"
@@ -115,7 +120,7 @@ _PROTO_PREFIX = "ERROR_CODE_"
 def code_to_proto(code: ErrorCode) -> int:
     """The `mesh.v1.ErrorCode` value for a code (UNSPECIFIED for HTTP-only codes)."""
     name = _PROTO_PREFIX + code.value
-    if name in common_pb2.ErrorCode.keys():
+    if name in common_pb2.ErrorCode.keys():  # noqa: SIM118 - an EnumTypeWrapper has keys(), not __contains__
         return common_pb2.ErrorCode.Value(name)
     return common_pb2.ERROR_CODE_UNSPECIFIED
 

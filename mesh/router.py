@@ -24,10 +24,16 @@ from grpc_health.v1._async import HealthServicer
 
 from mesh.catalog import Catalog, load_catalog
 from mesh.clock import Clock, SystemClock
-from mesh.coordination import DEFAULT_PREFIX, CoordinationStore, SystemSleepClock, open_store
 from mesh.cluster_view import RateMeter, cluster_health, find_model, model_summaries
-from mesh.config_api import ConfigService, ConfigServiceConfig, ConfigStore, add_config_servicer, open_config_store
-from mesh.dispatch import DispatchPolicy, Dispatcher
+from mesh.config_api import (
+    ConfigService,
+    ConfigServiceConfig,
+    ConfigStore,
+    add_config_servicer,
+    open_config_store,
+)
+from mesh.coordination import DEFAULT_PREFIX, CoordinationStore, SystemSleepClock, open_store
+from mesh.dispatch import Dispatcher, DispatchPolicy
 from mesh.errors import ErrorCode, MeshError
 from mesh.ha import Leadership, Replica, ReplicaConfig
 from mesh.pools import PoolsConfig, RouterPools, add_pools_servicer
@@ -370,7 +376,9 @@ class Router:
     def pending_demand(self) -> list[cluster_pb2.PendingDemand]:
         rows = []
         for (profile, bundle, pool), entry in self.dispatcher.demand.items():
-            row = cluster_pb2.PendingDemand(machine_profile=profile, bundle=bundle, pool=pool, requests=entry.requests)
+            row = cluster_pb2.PendingDemand(
+                machine_profile=profile, bundle=bundle, pool=pool, requests=entry.requests
+            )
             row.last_seen.FromNanoseconds(int(entry.last_seen_wall_s * 1e9))
             rows.append(row)
         return rows

@@ -45,7 +45,9 @@ def generate(out_dir: pathlib.Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT, help="output root (default: the repository)")
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=ROOT, help="output root (default: the repository)"
+    )
     args = parser.parse_args(argv)
     generate(args.out)
     return 0

@@ -504,7 +504,7 @@ class WorkerAgent:
             loaded = await self.backend.load(slot.config)
         except MeshError as error:
             self._load_failed(slot, error)
-        except Exception as error:  # noqa: BLE001 - a loader bug is a failed load, not a dead agent
+        except Exception as error:
             log.exception("loading %s failed", model_id)
             self._load_failed(
                 slot, MeshError(ErrorCode.MODEL_LOAD_FAILED, f"loading {model_id} failed: {error}")

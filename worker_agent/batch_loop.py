@@ -291,7 +291,7 @@ class BatchLoop:
                 )
         except MeshError as error:
             outcomes = [error] * len(batch)
-        except Exception as error:  # noqa: BLE001 - a backend bug fails its batch, not the agent
+        except Exception as error:
             log.exception(
                 "backend %s failed a %s batch of %s", self._backend.name, key.operation, key.model_id
             )

@@ -250,7 +250,7 @@ class RouterLink:
                 )
             except (TimeoutError, ProtocolViolation, ConnectionError) as error:
                 log.info("stream to router %s failed: %s", self.address, error or type(error).__name__)
-            except Exception:  # noqa: BLE001 - a bug must cost one stream, never the link
+            except Exception:
                 log.exception("stream to router %s failed unexpectedly", self.address)
             if self._closing or self._retired:
                 return
@@ -351,7 +351,7 @@ class RouterLink:
                     log.warning("router %s sent an empty message; ignored", self.address)
             except Fenced:
                 raise
-            except Exception:  # noqa: BLE001 - one bad message must not end the stream
+            except Exception:
                 log.exception("handling a %s message from router %s failed", kind, self.address)
 
     async def _write_loop(self, call: Any, session: LinkSession) -> None:

@@ -63,7 +63,7 @@ class FakeRouter(registry_pb2_grpc.WorkerRegistryServicer):
 
     # -- the servicer -------------------------------------------------------------
 
-    async def Connect(self, request_iterator, context):  # noqa: N802 - gRPC name
+    async def Connect(self, request_iterator, context):
         first = await context.read()
         if first is grpc.aio.EOF or first.WhichOneof("kind") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")

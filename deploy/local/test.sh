@@ -19,5 +19,9 @@ echo "== buf lint / format / breaking"
 .venv/bin/buf format --diff --exit-code
 .venv/bin/buf breaking --against protos/baseline.binpb
 
+echo "== ruff"
+.venv/bin/ruff check mesh worker_agent http_facade tests bench protos/generate.py
+.venv/bin/ruff format --check mesh worker_agent http_facade tests bench protos/generate.py
+
 echo "== tests"
 exec .venv/bin/python -m pytest -q "$@"

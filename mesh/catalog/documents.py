@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -64,7 +65,7 @@ def freeze_json(value: Any, origin: str, field_path: str) -> Any:
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise config_invalid(origin, field_path, "must be a finite number")
         return value
     if isinstance(value, Mapping):

@@ -35,7 +35,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServicer):
         except MeshError as error:
             await abort_with(context, error)
 
-    async def AddModelConfig(self, request, context):  # noqa: N802 - gRPC name
+    async def AddModelConfig(self, request, context):
         # No content type on this wire: YAML, which reads JSON too. A remote
         # facade converts a JSON body to YAML before sending it.
         return await self._answer(
@@ -44,32 +44,32 @@ class ConfigServicer(config_pb2_grpc.ConfigServicer):
             wire.add_reply_to_proto,
         )
 
-    async def ListModelConfigs(self, request, context):  # noqa: N802 - gRPC name
+    async def ListModelConfigs(self, request, context):
         return await self._answer(context, self._api.list_models(), wire.models_to_proto)
 
-    async def GetModelConfig(self, request, context):  # noqa: N802 - gRPC name
+    async def GetModelConfig(self, request, context):
         return await self._answer(
             context, self._api.get_model(request.model_id), wire.model_document_to_proto
         )
 
-    async def GetModelConfigStatus(self, request, context):  # noqa: N802 - gRPC name
+    async def GetModelConfigStatus(self, request, context):
         return await self._answer(context, self._api.model_status(request.model_id), wire.status_to_proto)
 
-    async def ListBundles(self, request, context):  # noqa: N802 - gRPC name
+    async def ListBundles(self, request, context):
         return await self._answer(context, self._api.list_bundles(), wire.bundles_to_proto)
 
-    async def GetBundle(self, request, context):  # noqa: N802 - gRPC name
+    async def GetBundle(self, request, context):
         return await self._answer(
             context, self._api.get_bundle(request.bundle_id), wire.bundle_document_to_proto
         )
 
-    async def Resolve(self, request, context):  # noqa: N802 - gRPC name
+    async def Resolve(self, request, context):
         return await self._answer(context, self._api.resolve(request.model), wire.resolve_to_proto)
 
-    async def GetEpoch(self, request, context):  # noqa: N802 - gRPC name
+    async def GetEpoch(self, request, context):
         return await self._answer(context, self._api.epoch(), wire.epoch_to_proto)
 
-    async def Export(self, request, context):  # noqa: N802 - gRPC name
+    async def Export(self, request, context):
         return await self._answer(context, self._api.export(), wire.export_to_proto)
 
 

@@ -216,7 +216,7 @@ class ConfigService:
                 return  # the store closed its watch: it is shutting down
             except MeshError as error:
                 log.warning("following the config store failed (%s); retrying", error)
-            except Exception:  # noqa: BLE001 - a bug must not stop config propagation for good
+            except Exception:
                 log.exception("following the config store failed; retrying")
             await asyncio.sleep(backoff.next_delay_s())
 

@@ -28,7 +28,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     def __init__(self, mesh: MeshService) -> None:
         self._mesh = mesh
 
-    async def Encode(self, request, context):  # noqa: N802 - gRPC name
+    async def Encode(self, request, context):
         try:
             return await self._mesh.encode(
                 request, timeout_s=context.time_remaining(), request_id=request_id_of(context)
@@ -36,7 +36,7 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         except MeshError as error:
             await abort_with(context, error)
 
-    async def Score(self, request, context):  # noqa: N802 - gRPC name
+    async def Score(self, request, context):
         try:
             return await self._mesh.score(
                 request, timeout_s=context.time_remaining(), request_id=request_id_of(context)
@@ -44,12 +44,10 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
         except MeshError as error:
             await abort_with(context, error)
 
-    async def Extract(self, request, context):  # noqa: N802 - gRPC name
+    async def Extract(self, request, context):
         try:
             return await self._mesh.extract(
                 request, timeout_s=context.time_remaining(), request_id=request_id_of(context)
             )
         except MeshError as error:
             await abort_with(context, error)
-
-

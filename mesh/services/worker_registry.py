@@ -186,7 +186,7 @@ class WorkerRegistryService(registry_pb2_grpc.WorkerRegistryServicer):
             except Exception:  # a listener's bug must not cost a worker its stream
                 log.exception("session listener %s failed", event)
 
-    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802 - gRPC name
+    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext):
         if not self.accepting:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "router is draining")
         try:

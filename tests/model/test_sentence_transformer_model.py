@@ -181,7 +181,10 @@ async def test_the_agent_loads_the_model_lazily_and_serves_it(reference):
 def test_device_auto_takes_cuda_only_when_torch_sees_it():
     import torch
 
-    from worker_agent.backends.sentence_transformer import SentenceTransformerBackend, SentenceTransformerConfig
+    from worker_agent.backends.sentence_transformer import (
+        SentenceTransformerBackend,
+        SentenceTransformerConfig,
+    )
 
     auto = SentenceTransformerBackend(SentenceTransformerConfig(device="auto"))
     assert auto._device() == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -74,7 +74,9 @@ class ProcessGroup:
         self.processes.append(started)
         return started
 
-    def start_router(self, name: str = "router", extra: list[str] | None = None, timeout_s: float = 30.0) -> MeshProcess:
+    def start_router(
+        self, name: str = "router", extra: list[str] | None = None, timeout_s: float = 30.0
+    ) -> MeshProcess:
         router = self.start(name, ["router", "--port", "0", "--host", "127.0.0.1", *(extra or [])])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -65,7 +65,9 @@ async def test_requests_land_where_the_policy_says(group, assert_eventually):
         async def fleet_ready():
             health = (await cluster.GetHealth(cluster_pb2.GetHealthRequest(), timeout=5)).health
             healthy = {w.worker_id: w for w in health.workers if w.healthy}
-            assert set(healthy) == {"l4-holder", "l4-cold", "a100-cold"}, [p.log()[-2000:] for p in group.processes]
+            assert set(healthy) == {"l4-holder", "l4-cold", "a100-cold"}, [
+                p.log()[-2000:] for p in group.processes
+            ]
             holder_models = {m.name: m.state for m in healthy["l4-holder"].status.models}
             assert holder_models.get(MODEL) == 3  # MODEL_STATE_LOADED
 

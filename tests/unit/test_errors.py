@@ -102,7 +102,7 @@ def test_grpc_status_carries_the_detail(code):
     error = MeshError(code, "why", retry_after_s=7.0, field="items", compatible_bundles=("a", "b"))
     status = error.to_grpc_status()
     assert status.code is ERROR_TABLE[code].grpc_status
-    (key, value), = status.trailing_metadata
+    ((key, value),) = status.trailing_metadata
     assert key == STATUS_DETAILS_KEY
     rich = status_pb2.Status.FromString(value)
     assert rich.code == status.code.value[0]
@@ -115,7 +115,10 @@ def test_grpc_status_carries_the_detail(code):
 
 
 def test_plain_grpc_errors_map_by_status():
-    assert from_rpc_error(_FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "late")).code is ErrorCode.DEADLINE_EXCEEDED
+    assert (
+        from_rpc_error(_FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "late")).code
+        is ErrorCode.DEADLINE_EXCEEDED
+    )
     assert from_rpc_error(_FakeRpcError(grpc.StatusCode.UNKNOWN, "?")).code is ErrorCode.INTERNAL
 
 

@@ -23,7 +23,9 @@ def dense_for(text: str, dims: int = 4) -> common_pb2.Tensor:
     import struct
 
     values = [float((hash(text) >> (8 * i)) & 0xFF) for i in range(dims)]
-    return common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=[dims], data=struct.pack(f"<{dims}f", *values))
+    return common_pb2.Tensor(
+        dtype=common_pb2.DTYPE_FLOAT32, shape=[dims], data=struct.pack(f"<{dims}f", *values)
+    )
 
 
 def answer_encode(worker_id: str) -> Handler:
@@ -45,7 +47,11 @@ def status(
     ready: bool = True,
     max_batch_requests: int = 8,
 ) -> registry_pb2.WorkerStatus:
-    models = {"sentence-transformers/all-MiniLM-L6-v2": registry_pb2.MODEL_STATE_LOADED} if models is None else models
+    models = (
+        {"sentence-transformers/all-MiniLM-L6-v2": registry_pb2.MODEL_STATE_LOADED}
+        if models is None
+        else models
+    )
     return registry_pb2.WorkerStatus(
         ready=ready,
         bundle=bundle,
@@ -59,7 +65,9 @@ def status(
 
 
 class ScriptedWorker:
-    def __init__(self, address: str, worker_id: str, worker_status: registry_pb2.WorkerStatus, handler: Handler):
+    def __init__(
+        self, address: str, worker_id: str, worker_status: registry_pb2.WorkerStatus, handler: Handler
+    ):
         self.address = address
         self.worker_id = worker_id
         self.instance_uid = uuid.uuid4().hex
@@ -85,7 +93,10 @@ class ScriptedWorker:
         self._outbox.put_nowait(
             registry_pb2.WorkerMessage(
                 hello=registry_pb2.Hello(
-                    worker_id=self.worker_id, instance_uid=self.instance_uid, backend="scripted", status=self.status
+                    worker_id=self.worker_id,
+                    instance_uid=self.instance_uid,
+                    backend="scripted",
+                    status=self.status,
                 )
             )
         )

@@ -18,7 +18,6 @@ from mesh.v1 import (
     inference_pb2,
     inference_pb2_grpc,
     registry_pb2,
-    registry_pb2_grpc,
 )
 from tests.wire.scripted_worker import ScriptedWorker, answer_encode, status
 
@@ -115,7 +114,9 @@ async def test_dispatch_returns_the_workers_answer(router, workers, inference, a
     assert 0 < task.budget_ms <= 6000  # the caller's 5 s deadline, give or take wire rounding
 
 
-async def test_retry_on_another_worker_when_the_first_dies_mid_request(router, workers, inference, assert_eventually):
+async def test_retry_on_another_worker_when_the_first_dies_mid_request(
+    router, workers, inference, assert_eventually
+):
     doomed: list[ScriptedWorker] = []
 
     async def die(task):
@@ -200,7 +201,9 @@ async def test_no_worker_is_provisioning_and_demand_is_recorded(router, channel,
     assert error.code is ErrorCode.PROVISIONING
     assert error.effective_retry_after_s > 0
     assert error.machine_profile == "h100"
-    demand = await cluster_pb2_grpc.ClusterStub(channel).GetPendingDemand(cluster_pb2.GetPendingDemandRequest())
+    demand = await cluster_pb2_grpc.ClusterStub(channel).GetPendingDemand(
+        cluster_pb2.GetPendingDemandRequest()
+    )
     assert [(d.machine_profile, d.bundle, d.requests) for d in demand.demand] == [("h100", "default", 1)]
 
 
@@ -291,7 +294,9 @@ async def _raw_connect(channel, frames: list[bytes]):
 
 def hello_bytes(worker_id="bad", instance_uid="i-1", worker_status=None) -> bytes:
     return registry_pb2.WorkerMessage(
-        hello=registry_pb2.Hello(worker_id=worker_id, instance_uid=instance_uid, status=worker_status or status())
+        hello=registry_pb2.Hello(
+            worker_id=worker_id, instance_uid=instance_uid, status=worker_status or status()
+        )
     ).SerializeToString()
 
 
@@ -319,7 +324,9 @@ def negative_status() -> registry_pb2.WorkerStatus:
         pytest.param([hello_bytes(worker_id="")], grpc.StatusCode.INVALID_ARGUMENT, id="empty-worker-id"),
         pytest.param([hello_bytes(instance_uid="")], grpc.StatusCode.INVALID_ARGUMENT, id="empty-instance"),
         pytest.param([hello_bytes(worker_status=nan_status())], grpc.StatusCode.INVALID_ARGUMENT, id="nan"),
-        pytest.param([hello_bytes(worker_status=negative_status())], grpc.StatusCode.INVALID_ARGUMENT, id="negative"),
+        pytest.param(
+            [hello_bytes(worker_status=negative_status())], grpc.StatusCode.INVALID_ARGUMENT, id="negative"
+        ),
         pytest.param(
             [
                 hello_bytes(worker_id="later-bad"),
@@ -349,7 +356,9 @@ async def test_bad_registry_input_closes_only_that_stream(
     assert good.ended is None
 
 
-async def test_an_operation_the_model_does_not_support_is_refused(router, workers, inference, assert_eventually):
+async def test_an_operation_the_model_does_not_support_is_refused(
+    router, workers, inference, assert_eventually
+):
     await workers("w1")
     await assert_eventually(registered(router, "w1"))
     request = encode_request(model="urchade/gliner_multi-v2.1")  # an extraction model

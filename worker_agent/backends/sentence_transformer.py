@@ -175,15 +175,13 @@ class SentenceTransformerBackend:
             raise MeshError(
                 ErrorCode.RESOURCE_EXHAUSTED, f"out of memory loading {model.model_id}: {error}"
             ) from error
-        except Exception as error:  # noqa: BLE001 - any loader failure is a load failure, said clearly
+        except Exception as error:
             raise MeshError(
                 ErrorCode.MODEL_LOAD_FAILED, f"cannot load {model.model_id} from {path}: {error}"
             ) from error
         modules = [full[index] for index in range(len(full))]
         ends_normalized = bool(modules) and type(modules[-1]).__name__ == "Normalize"
-        pooled = (
-            SentenceTransformer(modules=modules[:-1], device=self._device()) if ends_normalized else full
-        )
+        pooled = SentenceTransformer(modules=modules[:-1], device=self._device()) if ends_normalized else full
         pooled.eval()
         normalize_by_profile = {
             name: bool(config.runtime.get("normalize", ends_normalized))
