@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mesh.v1 import cluster_pb2
@@ -75,6 +76,13 @@ class FacadeMetrics:
             "Config epoch of the router that answered: bumped by every model config write.",
             registry=self.registry,
         )
+        self._bootstrap_degraded = Gauge(
+            "sie_gateway_config_bootstrap_degraded",
+            "1 while the router serves built-in and filesystem configs only (its store did not answer at start).",
+            registry=self.registry,
+        )
+        self._router_counts = _RouterCounts()
+        self.registry.register(self._router_counts)
         self._store_connected = Gauge(
             "sie_gateway_store_connected",
             "1 while the router reaches its coordination store (etcd), 0 while it runs from memory.",
@@ -124,8 +132,11 @@ class FacadeMetrics:
         self._queue_depth.clear()
         self._pending_demand.clear()
         if health is None:
+            self._router_counts.update(None)
             return
         self._config_epoch.set(health.config_epoch)
+        self._bootstrap_degraded.set(1 if health.config_bootstrap_degraded else 0)
+        self._router_counts.update(health)
         self._store_connected.set(1 if health.store_connected else 0)
         healthy = sum(1 for worker in health.workers if worker.healthy)
         self._workers.labels("healthy").set(healthy)
@@ -140,3 +151,33 @@ class FacadeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RouterCounts:
+    """Counters the router keeps (config deltas, pool events), re-exposed as
+    Prometheus counters from the last cluster health read: the router owns
+    the counts, the facade only shows them, so they are collected rather than
+    incremented here."""
+
+    def __init__(self) -> None:
+        self._health: cluster_pb2.ClusterHealth | None = None
+
+    def update(self, health: cluster_pb2.ClusterHealth | None) -> None:
+        self._health = health
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [
+            CounterMetricFamily(
+                "sie_gateway_config_deltas", "Config changes by kind and result.", labels=["kind", "result"]
+            ),
+            CounterMetricFamily("sie_gateway_pool_events", "Pool events by event.", labels=["event"]),
+        ]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        deltas, pools = self.describe()
+        if self._health is not None:
+            for row in self._health.config_deltas:
+                deltas.add_metric([row.kind, row.result], row.count)
+            for row in self._health.pool_events:
+                pools.add_metric([row.kind], row.count)
+        return [deltas, pools]

@@ -136,6 +136,10 @@ class FakeMesh:
     """Config epoch the cluster health reports."""
     store_connected: bool = True
     """Whether the cluster health reports the coordination store reachable."""
+    config_deltas: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Config changes the cluster health reports, by (kind, result)."""
+    pool_events: dict[str, int] = field(default_factory=dict)
+    """Pool events the cluster health reports, by event."""
     workers: list[FakeWorker] = field(
         default_factory=lambda: [FakeWorker("worker-0", "l4", models=(ENCODE_MODEL.lower(),), queue_depth=2)]
     )
@@ -238,6 +242,13 @@ class FakeMesh:
             router_id="fake-router",
             config_epoch=self.config_epoch,
             store_connected=self.store_connected,
+            config_deltas=[
+                cluster_pb2.EventCount(kind=kind, result=result, count=count)
+                for (kind, result), count in self.config_deltas.items()
+            ],
+            pool_events=[
+                cluster_pb2.EventCount(kind=event, count=count) for event, count in self.pool_events.items()
+            ],
         )
         for worker in self.workers:
             status = registry_pb2.WorkerStatus(

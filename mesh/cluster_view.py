@@ -134,6 +134,9 @@ def cluster_health(
     total_qps: float,
     config_epoch: int,
     store_connected: bool,
+    config_bootstrap_degraded: bool = False,
+    config_deltas: Iterable[cluster_pb2.EventCount] = (),
+    pool_events: Iterable[cluster_pb2.EventCount] = (),
 ) -> cluster_pb2.ClusterHealth:
     workers = [worker_summary(s, router_id) for s in sessions]
     healthy = [w for w in workers if w.healthy]
@@ -163,4 +166,7 @@ def cluster_health(
         router_id=router_id,
         config_epoch=config_epoch,
         store_connected=store_connected,
+        config_bootstrap_degraded=config_bootstrap_degraded,
+        config_deltas=list(config_deltas),
+        pool_events=list(pool_events),
     )

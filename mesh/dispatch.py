@@ -279,13 +279,17 @@ class Dispatcher:
         remaining_s: float,
     ) -> registry_pb2.TaskResult:
         task_id = f"{self._router_id}-{next(self._task_ids)}"
-        task = registry_pb2.Task(
-            task_id=task_id, model_id=model_id, profile=profile, budget_ms=int(remaining_s * 1000)
-        )
+        # Built in place inside its envelope: the request payload is copied once.
+        message = registry_pb2.RouterMessage()
+        task = message.task
+        task.task_id = task_id
+        task.model_id = model_id
+        task.profile = profile
+        task.budget_ms = int(remaining_s * 1000)
         getattr(task, operation).CopyFrom(request)
         future = session.open_task(task_id)
         try:
-            session.send(registry_pb2.RouterMessage(task=task))
+            session.send(message)
             async with asyncio.timeout(remaining_s):
                 return await future
         except TimeoutError:

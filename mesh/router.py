@@ -371,6 +371,15 @@ class Router:
             total_qps=self.rate.rate(),
             config_epoch=self.config_epoch,
             store_connected=self.store.connected,
+            config_bootstrap_degraded=self.config_service.bootstrap_degraded,
+            config_deltas=[
+                cluster_pb2.EventCount(kind=kind, result=result, count=count)
+                for (kind, result), count in sorted(self.config_service.stats.deltas.items())
+            ],
+            pool_events=[
+                cluster_pb2.EventCount(kind=event, count=count)
+                for event, count in sorted(self.pools.events().items())
+            ],
         )
 
     def pending_demand(self) -> list[cluster_pb2.PendingDemand]:

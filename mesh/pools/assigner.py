@@ -106,6 +106,8 @@ class PoolAssigner:
         self._rng = rng or random.Random()
         self.passes = 0
         """Passes completed (for tests and diagnostics)."""
+        self.expired = 0
+        """Pools this replica removed, as leader, because their TTL passed unrenewed."""
         self._unrenewed_since: dict[str, tuple[tuple[float, float], float]] = {}
         self.fleet_view_since_s: float | None = None
         """Monotonic time the fleet view began filling (the router's start); None: when `lead()` starts."""
@@ -146,6 +148,7 @@ class PoolAssigner:
                 if await self._pools.remove_expired(entry, self._fence()):
                     log.info("pool %s expired unrenewed; its workers return to the fleet", entry.pool.name)
                     expired.append(entry.pool.name)
+                    self.expired += 1
                 continue  # removed, or changed under us (renewed): either way, not decided on stale data
             live.append(entry)
         claims = [PoolClaim(e.pool.spec, e.pool.worker_ids, e.pool.created_at_s) for e in live]

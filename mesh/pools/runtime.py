@@ -120,6 +120,13 @@ class RouterPools:
     def _fence(self) -> Sequence[Condition]:
         return () if self._leadership is None else (self._leadership.write_condition(),)
 
+    def events(self) -> dict[str, int]:
+        """Pool events this router saw, by event, for metrics."""
+        counts = dict(self.service.events)
+        if self.assigner.expired:
+            counts["expired"] = self.assigner.expired
+        return counts
+
     async def start(self) -> None:
         """Start the routing sync and the assignment loop (on the leader); never waits for the store."""
         self.routing.start()

@@ -10,6 +10,7 @@ the store has not dropped it yet.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 
@@ -46,6 +47,8 @@ class PoolService:
         self._clock = clock
         self.limits = limits or PoolLimits()
         self._bundle_exists = bundle_exists
+        self.events: collections.Counter[str] = collections.Counter()
+        """Pool events answered here ("created", "renewed", "deleted"), for metrics."""
 
     def _now(self, pool: Pool) -> Pool:
         return pool.as_seen_at(self._clock.wall())
@@ -59,6 +62,7 @@ class PoolService:
                 ErrorCode.INVALID_INPUT, f"bundle: unknown bundle {spec.bundle!r}", field="bundle"
             )
         outcome = await self._pools.create_or_renew(spec)
+        self.events["created" if outcome.created else "renewed"] += 1
         return PoolCreated(self._now(outcome.stored.pool), outcome.created)
 
     async def get_pool(self, name: str) -> Pool:
@@ -70,6 +74,7 @@ class PoolService:
 
     async def renew_pool(self, name: str) -> None:
         await self._pools.renew(parse_pool_name(name))
+        self.events["renewed"] += 1
 
     async def delete_pool(self, name: str) -> None:
         name = parse_pool_name(name)
@@ -77,6 +82,7 @@ class PoolService:
             raise _protected(name, "delete")
         if not await self._pools.delete(name):
             raise MeshError(ErrorCode.POOL_NOT_FOUND, f"pool {name!r} does not exist (or expired)")
+        self.events["deleted"] += 1
         log.info("pool %s deleted", name)
 
     async def list_pools(self) -> list[Pool]:

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mesh.v1 import registry_pb2 as mesh_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mesh/v1/cluster.proto\x12\x07mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mesh/v1/registry.proto\"\x12\n\x10GetHealthRequest\";\n\x11GetHealthResponse\x12&\n\x06health\x18\x01 \x01(\x0b\x32\x16.mesh.v1.ClusterHealth\"\x94\x01\n\rWorkerSummary\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_uid\x18\x02 \x01(\t\x12\x11\n\trouter_id\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12%\n\x06status\x18\x06 \x01(\x0b\x32\x15.mesh.v1.WorkerStatus\"\xa3\x01\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x14\n\x0cworker_count\x18\x03 \x01(\r\x12\x11\n\tgpu_types\x18\x04 \x03(\t\x12\x19\n\x11total_queue_depth\x18\x05 \x01(\r\x12\x0f\n\x07workers\x18\x06 \x03(\t\x12\x0f\n\x07\x62undles\x18\x07 \x03(\t\x12\x10\n\x08profiles\x18\x08 \x03(\t\"\xe9\x02\n\rClusterHealth\x12\x0e\n\x06status\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cworker_count\x18\x03 \x01(\r\x12\x11\n\tgpu_count\x18\x04 \x01(\r\x12\x15\n\rmodels_loaded\x18\x05 \x03(\t\x12\x1c\n\x14\x63onfigured_gpu_types\x18\x06 \x03(\t\x12\x16\n\x0elive_gpu_types\x18\x07 \x03(\t\x12\x11\n\ttotal_qps\x18\x08 \x01(\x01\x12\'\n\x07workers\x18\t \x03(\x0b\x32\x16.mesh.v1.WorkerSummary\x12%\n\x06models\x18\n \x03(\x0b\x32\x15.mesh.v1.ModelSummary\x12\x11\n\trouter_id\x18\x0b \x01(\t\x12\x14\n\x0c\x63onfig_epoch\x18\x0c \x01(\x04\x12\x17\n\x0fstore_connected\x18\r \x01(\x08\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.mesh.v1.ModelSummary\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"8\n\x10GetModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModelSummary\")\n\x12WatchStatusRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"=\n\x13WatchStatusResponse\x12&\n\x06health\x18\x01 \x01(\x0b\x32\x16.mesh.v1.ClusterHealth\"\x87\x01\n\rPendingDemand\x12\x17\n\x0fmachine_profile\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17GetPendingDemandRequest\"B\n\x18GetPendingDemandResponse\x12&\n\x06\x64\x65mand\x18\x01 \x03(\x0b\x32\x16.mesh.v1.PendingDemand\"9\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08grace_ms\x18\x02 \x01(\r\"$\n\x13\x44rainWorkerResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x32\xc4\x03\n\x07\x43luster\x12\x42\n\tGetHealth\x12\x19.mesh.v1.GetHealthRequest\x1a\x1a.mesh.v1.GetHealthResponse\x12\x45\n\nListModels\x12\x1a.mesh.v1.ListModelsRequest\x1a\x1b.mesh.v1.ListModelsResponse\x12?\n\x08GetModel\x12\x18.mesh.v1.GetModelRequest\x1a\x19.mesh.v1.GetModelResponse\x12J\n\x0bWatchStatus\x12\x1b.mesh.v1.WatchStatusRequest\x1a\x1c.mesh.v1.WatchStatusResponse0\x01\x12W\n\x10GetPendingDemand\x12 .mesh.v1.GetPendingDemandRequest\x1a!.mesh.v1.GetPendingDemandResponse\x12H\n\x0b\x44rainWorker\x12\x1b.mesh.v1.DrainWorkerRequest\x1a\x1c.mesh.v1.DrainWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15mesh/v1/cluster.proto\x12\x07mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mesh/v1/registry.proto\"\x12\n\x10GetHealthRequest\";\n\x11GetHealthResponse\x12&\n\x06health\x18\x01 \x01(\x0b\x32\x16.mesh.v1.ClusterHealth\"\x94\x01\n\rWorkerSummary\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0cinstance_uid\x18\x02 \x01(\t\x12\x11\n\trouter_id\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12%\n\x06status\x18\x06 \x01(\x0b\x32\x15.mesh.v1.WorkerStatus\"\xa3\x01\n\x0cModelSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x14\n\x0cworker_count\x18\x03 \x01(\r\x12\x11\n\tgpu_types\x18\x04 \x03(\t\x12\x19\n\x11total_queue_depth\x18\x05 \x01(\r\x12\x0f\n\x07workers\x18\x06 \x03(\t\x12\x0f\n\x07\x62undles\x18\x07 \x03(\t\x12\x10\n\x08profiles\x18\x08 \x03(\t\"\xe2\x03\n\rClusterHealth\x12\x0e\n\x06status\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cworker_count\x18\x03 \x01(\r\x12\x11\n\tgpu_count\x18\x04 \x01(\r\x12\x15\n\rmodels_loaded\x18\x05 \x03(\t\x12\x1c\n\x14\x63onfigured_gpu_types\x18\x06 \x03(\t\x12\x16\n\x0elive_gpu_types\x18\x07 \x03(\t\x12\x11\n\ttotal_qps\x18\x08 \x01(\x01\x12\'\n\x07workers\x18\t \x03(\x0b\x32\x16.mesh.v1.WorkerSummary\x12%\n\x06models\x18\n \x03(\x0b\x32\x15.mesh.v1.ModelSummary\x12\x11\n\trouter_id\x18\x0b \x01(\t\x12\x14\n\x0c\x63onfig_epoch\x18\x0c \x01(\x04\x12\x17\n\x0fstore_connected\x18\r \x01(\x08\x12!\n\x19\x63onfig_bootstrap_degraded\x18\x0e \x01(\x08\x12*\n\rconfig_deltas\x18\x0f \x03(\x0b\x32\x13.mesh.v1.EventCount\x12(\n\x0bpool_events\x18\x10 \x03(\x0b\x32\x13.mesh.v1.EventCount\"9\n\nEventCount\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.mesh.v1.ModelSummary\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"8\n\x10GetModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.mesh.v1.ModelSummary\")\n\x12WatchStatusRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"=\n\x13WatchStatusResponse\x12&\n\x06health\x18\x01 \x01(\x0b\x32\x16.mesh.v1.ClusterHealth\"\x87\x01\n\rPendingDemand\x12\x17\n\x0fmachine_profile\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x0c\n\x04pool\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17GetPendingDemandRequest\"B\n\x18GetPendingDemandResponse\x12&\n\x06\x64\x65mand\x18\x01 \x03(\x0b\x32\x16.mesh.v1.PendingDemand\"9\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08grace_ms\x18\x02 \x01(\r\"$\n\x13\x44rainWorkerResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x32\xc4\x03\n\x07\x43luster\x12\x42\n\tGetHealth\x12\x19.mesh.v1.GetHealthRequest\x1a\x1a.mesh.v1.GetHealthResponse\x12\x45\n\nListModels\x12\x1a.mesh.v1.ListModelsRequest\x1a\x1b.mesh.v1.ListModelsResponse\x12?\n\x08GetModel\x12\x18.mesh.v1.GetModelRequest\x1a\x19.mesh.v1.GetModelResponse\x12J\n\x0bWatchStatus\x12\x1b.mesh.v1.WatchStatusRequest\x1a\x1c.mesh.v1.WatchStatusResponse0\x01\x12W\n\x10GetPendingDemand\x12 .mesh.v1.GetPendingDemandRequest\x1a!.mesh.v1.GetPendingDemandResponse\x12H\n\x0b\x44rainWorker\x12\x1b.mesh.v1.DrainWorkerRequest\x1a\x1c.mesh.v1.DrainWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,29 +42,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSUMMARY']._serialized_start=324
   _globals['_MODELSUMMARY']._serialized_end=487
   _globals['_CLUSTERHEALTH']._serialized_start=490
-  _globals['_CLUSTERHEALTH']._serialized_end=851
-  _globals['_LISTMODELSREQUEST']._serialized_start=853
-  _globals['_LISTMODELSREQUEST']._serialized_end=872
-  _globals['_LISTMODELSRESPONSE']._serialized_start=874
-  _globals['_LISTMODELSRESPONSE']._serialized_end=933
-  _globals['_GETMODELREQUEST']._serialized_start=935
-  _globals['_GETMODELREQUEST']._serialized_end=967
-  _globals['_GETMODELRESPONSE']._serialized_start=969
-  _globals['_GETMODELRESPONSE']._serialized_end=1025
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1027
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1068
-  _globals['_WATCHSTATUSRESPONSE']._serialized_start=1070
-  _globals['_WATCHSTATUSRESPONSE']._serialized_end=1131
-  _globals['_PENDINGDEMAND']._serialized_start=1134
-  _globals['_PENDINGDEMAND']._serialized_end=1269
-  _globals['_GETPENDINGDEMANDREQUEST']._serialized_start=1271
-  _globals['_GETPENDINGDEMANDREQUEST']._serialized_end=1296
-  _globals['_GETPENDINGDEMANDRESPONSE']._serialized_start=1298
-  _globals['_GETPENDINGDEMANDRESPONSE']._serialized_end=1364
-  _globals['_DRAINWORKERREQUEST']._serialized_start=1366
-  _globals['_DRAINWORKERREQUEST']._serialized_end=1423
-  _globals['_DRAINWORKERRESPONSE']._serialized_start=1425
-  _globals['_DRAINWORKERRESPONSE']._serialized_end=1461
-  _globals['_CLUSTER']._serialized_start=1464
-  _globals['_CLUSTER']._serialized_end=1916
+  _globals['_CLUSTERHEALTH']._serialized_end=972
+  _globals['_EVENTCOUNT']._serialized_start=974
+  _globals['_EVENTCOUNT']._serialized_end=1031
+  _globals['_LISTMODELSREQUEST']._serialized_start=1033
+  _globals['_LISTMODELSREQUEST']._serialized_end=1052
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1054
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1113
+  _globals['_GETMODELREQUEST']._serialized_start=1115
+  _globals['_GETMODELREQUEST']._serialized_end=1147
+  _globals['_GETMODELRESPONSE']._serialized_start=1149
+  _globals['_GETMODELRESPONSE']._serialized_end=1205
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1207
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1248
+  _globals['_WATCHSTATUSRESPONSE']._serialized_start=1250
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=1311
+  _globals['_PENDINGDEMAND']._serialized_start=1314
+  _globals['_PENDINGDEMAND']._serialized_end=1449
+  _globals['_GETPENDINGDEMANDREQUEST']._serialized_start=1451
+  _globals['_GETPENDINGDEMANDREQUEST']._serialized_end=1476
+  _globals['_GETPENDINGDEMANDRESPONSE']._serialized_start=1478
+  _globals['_GETPENDINGDEMANDRESPONSE']._serialized_end=1544
+  _globals['_DRAINWORKERREQUEST']._serialized_start=1546
+  _globals['_DRAINWORKERREQUEST']._serialized_end=1603
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=1605
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=1641
+  _globals['_CLUSTER']._serialized_start=1644
+  _globals['_CLUSTER']._serialized_end=2096
 # @@protoc_insertion_point(module_scope)

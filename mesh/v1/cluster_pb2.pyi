@@ -57,7 +57,7 @@ class ModelSummary(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., worker_count: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., total_queue_depth: _Optional[int] = ..., workers: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Iterable[str]] = ..., profiles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClusterHealth(_message.Message):
-    __slots__ = ("status", "timestamp", "worker_count", "gpu_count", "models_loaded", "configured_gpu_types", "live_gpu_types", "total_qps", "workers", "models", "router_id", "config_epoch", "store_connected")
+    __slots__ = ("status", "timestamp", "worker_count", "gpu_count", "models_loaded", "configured_gpu_types", "live_gpu_types", "total_qps", "workers", "models", "router_id", "config_epoch", "store_connected", "config_bootstrap_degraded", "config_deltas", "pool_events")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     WORKER_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,9 @@ class ClusterHealth(_message.Message):
     ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_EPOCH_FIELD_NUMBER: _ClassVar[int]
     STORE_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_BOOTSTRAP_DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DELTAS_FIELD_NUMBER: _ClassVar[int]
+    POOL_EVENTS_FIELD_NUMBER: _ClassVar[int]
     status: str
     timestamp: _timestamp_pb2.Timestamp
     worker_count: int
@@ -84,7 +87,20 @@ class ClusterHealth(_message.Message):
     router_id: str
     config_epoch: int
     store_connected: bool
-    def __init__(self, status: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_count: _Optional[int] = ..., gpu_count: _Optional[int] = ..., models_loaded: _Optional[_Iterable[str]] = ..., configured_gpu_types: _Optional[_Iterable[str]] = ..., live_gpu_types: _Optional[_Iterable[str]] = ..., total_qps: _Optional[float] = ..., workers: _Optional[_Iterable[_Union[WorkerSummary, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., router_id: _Optional[str] = ..., config_epoch: _Optional[int] = ..., store_connected: _Optional[bool] = ...) -> None: ...
+    config_bootstrap_degraded: bool
+    config_deltas: _containers.RepeatedCompositeFieldContainer[EventCount]
+    pool_events: _containers.RepeatedCompositeFieldContainer[EventCount]
+    def __init__(self, status: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_count: _Optional[int] = ..., gpu_count: _Optional[int] = ..., models_loaded: _Optional[_Iterable[str]] = ..., configured_gpu_types: _Optional[_Iterable[str]] = ..., live_gpu_types: _Optional[_Iterable[str]] = ..., total_qps: _Optional[float] = ..., workers: _Optional[_Iterable[_Union[WorkerSummary, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., router_id: _Optional[str] = ..., config_epoch: _Optional[int] = ..., store_connected: _Optional[bool] = ..., config_bootstrap_degraded: _Optional[bool] = ..., config_deltas: _Optional[_Iterable[_Union[EventCount, _Mapping]]] = ..., pool_events: _Optional[_Iterable[_Union[EventCount, _Mapping]]] = ...) -> None: ...
+
+class EventCount(_message.Message):
+    __slots__ = ("kind", "result", "count")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    result: str
+    count: int
+    def __init__(self, kind: _Optional[str] = ..., result: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -194,6 +194,17 @@ async def test_metrics_follow_config_epoch_and_store_connection(client, mesh):
     text = await (await client.get("/metrics")).text()
     assert _sample(text, "sie_gateway_config_epoch") == 7
     assert _sample(text, "sie_gateway_store_connected") == 0
+    assert _sample(text, "sie_gateway_config_bootstrap_degraded") == 0
+
+
+async def test_metrics_show_the_routers_config_and_pool_counters(client, mesh):
+    mesh.config_deltas = {("write", "applied"): 3, ("model", "rejected"): 1}
+    mesh.pool_events = {"created": 2, "expired": 1}
+    text = await (await client.get("/metrics")).text()
+    assert _sample(text, "sie_gateway_config_deltas_total", kind="write", result="applied") == 3
+    assert _sample(text, "sie_gateway_config_deltas_total", kind="model", result="rejected") == 1
+    assert _sample(text, "sie_gateway_pool_events_total", event="created") == 2
+    assert _sample(text, "sie_gateway_pool_events_total", event="expired") == 1
 
 
 async def test_metrics_registries_are_per_app(make_client):

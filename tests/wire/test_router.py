@@ -367,3 +367,27 @@ async def test_an_operation_the_model_does_not_support_is_refused(
     error = from_rpc_error(caught.value)
     assert error.code is ErrorCode.UNSUPPORTED_OPERATION
     assert "extract" in error.message
+
+
+async def test_cluster_health_counts_config_writes_and_pool_events(router):
+    from mesh.pools.spec import parse_pool_spec
+
+    document = (
+        "sie_id: acme/tiny-embedder\n"
+        "profiles:\n"
+        "  default:\n"
+        "    adapter_path: sie_server.adapters.sentence_transformer:SentenceTransformerDenseAdapter\n"
+        "    max_batch_tokens: 1024\n"
+    )
+    reply = await router.config_service.add_model_config(document, content_type="application/yaml")
+    assert reply.created_profiles == ("default",)
+    await router.pools.service.create_pool(parse_pool_spec(name="tenant-a", gpus={"l4": 1}))
+    await router.pools.service.renew_pool("tenant-a")
+    await router.pools.service.delete_pool("tenant-a")
+
+    health = router.cluster_health()
+    deltas = {(row.kind, row.result): row.count for row in health.config_deltas}
+    assert deltas.get(("write", "applied")) == 1
+    events = {row.kind: row.count for row in health.pool_events}
+    assert events == {"created": 1, "renewed": 1, "deleted": 1}
+    assert health.config_epoch >= 1 and not health.config_bootstrap_degraded
