@@ -178,7 +178,7 @@ async def test_the_agent_loads_the_model_lazily_and_serves_it(reference):
             await agent.stop()
 
 
-def test_device_auto_takes_cuda_only_when_torch_sees_it():
+async def test_device_auto_takes_cuda_only_when_torch_sees_it():
     import torch
 
     from worker_agent.backends.sentence_transformer import (
