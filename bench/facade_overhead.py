@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +42,8 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_processes import cpu_seconds, start, stop, wait_listening
+
 from http_facade.codecs import Codec, encode_reply
 from http_facade.replies import encode_reply as encode_reply_view
 from mesh.v1 import common_pb2, inference_pb2
@@ -52,7 +52,6 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIMS = 384
 SENTENCE = "The mesh routes this sentence to a worker."
 SDK_VERSION = "0.10.1"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MSGPACK = "application/msgpack"
 
 
@@ -103,43 +102,10 @@ async def serve_bare() -> None:
 # -- processes ----------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def start(args: list[str], log_dir: Path, name: str) -> subprocess.Popen:
-    log = (log_dir / f"{name}.log").open("w")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_listening(log_path: Path, process: subprocess.Popen, timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (\S+:\d+)", log_path.read_text())
-        if match:
-            return match.group(1)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise SystemExit(f"{log_path.name} did not start:\n{log_path.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- load -----------------------------------------------------------------------

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +25,12 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_processes import cpu_seconds, start, stop, wait_listening
+
 from mesh.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DIMS = 384
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def request() -> inference_pb2.EncodeRequest:
@@ -73,39 +71,6 @@ async def serve_bare() -> None:
 
 
 # -- processes ----------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def start(args: list[str], log_dir: Path, name: str) -> subprocess.Popen:
-    log = (log_dir / f"{name}.log").open("w")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_listening(log_path: Path, process: subprocess.Popen, timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (\S+:\d+)", log_path.read_text())
-        if match:
-            return match.group(1)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise SystemExit(f"{log_path.name} did not start:\n{log_path.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- load -----------------------------------------------------------------------

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from mesh.catalog import ConfigSource
+from mesh.coordination.store import EventStream
 from mesh.errors import ErrorCode, MeshError
 
 
@@ -121,25 +121,8 @@ def decode_model(value: bytes, revision: int, where: str) -> StoredModel:
     return model
 
 
-class ConfigWatch(abc.ABC):
-    """Changes after a revision, in order; an async iterator and an async context manager."""
-
-    def __aiter__(self) -> AsyncIterator[ConfigChange]:
-        return self
-
-    @abc.abstractmethod
-    async def __anext__(self) -> ConfigChange: ...
-
-    @abc.abstractmethod
-    async def aclose(self) -> None: ...
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+class ConfigWatch(EventStream[ConfigChange]):
+    """Changes after a revision, in order."""
 
 
 class ConfigStore(abc.ABC):

@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from mesh.coordination.types import (
     Condition,
@@ -80,18 +80,21 @@ def check_txn(conditions: Sequence[Condition], ops: Sequence[Put | Delete]) -> N
         raise ValueError(f"a transaction may write each key once, got {written}")
 
 
-class WatchStream(abc.ABC):
-    """Events under one prefix, in revision order, each exactly once.
+EventT = TypeVar("EventT")
 
-    An async iterator and an async context manager; leaving the context (or
-    `aclose()`) ends the iteration and releases what the watch holds.
+
+class EventStream(abc.ABC, Generic[EventT]):
+    """An async iterator of events that holds resources until closed.
+
+    Also an async context manager; leaving the context (or `aclose()`) ends
+    the iteration and releases what the stream holds.
     """
 
-    def __aiter__(self) -> WatchStream:
+    def __aiter__(self) -> Self:
         return self
 
     @abc.abstractmethod
-    async def __anext__(self) -> WatchEvent: ...
+    async def __anext__(self) -> EventT: ...
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...
@@ -103,6 +106,10 @@ class WatchStream(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+class WatchStream(EventStream[WatchEvent]):
+    """Events under one prefix, in revision order, each exactly once."""
 
 
 class CoordinationStore(abc.ABC):

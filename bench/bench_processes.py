@@ -1,0 +1,51 @@
+"""Processes a benchmark starts: spawn with a log, wait for "listening on", CPU time, stop by PID."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def start(args: list[str], log_dir: Path, name: str) -> subprocess.Popen:
+    """`python ARGS` from the repository root, output to LOG_DIR/NAME.log."""
+    log = (log_dir / f"{name}.log").open("w")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_listening(log_path: Path, process: subprocess.Popen, timeout_s: float = 30) -> str:
+    """The HOST:PORT the process logged it listens on; exits the benchmark if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        match = re.search(r"listening on (\S+:\d+)", log_path.read_text())
+        if match:
+            return match.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit(f"{log_path.name} did not start:\n{log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process we started, SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
