@@ -89,7 +89,14 @@ def view_from_status(
 class WorkerSession:
     """One worker's stream on this router: its state, its outbox and its open tasks."""
 
-    def __init__(self, hello: registry_pb2.Hello, *, clock: Clock, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        hello: registry_pb2.Hello,
+        *,
+        clock: Clock,
+        on_change: Callable[[], None],
+        on_load_change: Callable[[], None],
+    ) -> None:
         self.worker_id = hello.worker_id
         self.instance_uid = hello.instance_uid
         self.backend = hello.backend
@@ -99,6 +106,7 @@ class WorkerSession:
         self._loads = model_loads(self.status)
         self._clock = clock
         self._on_change = on_change
+        self._on_load_change = on_load_change
         self.connected_at_s = clock.monotonic()
         self.last_seen_s = self.connected_at_s
         self.acked_epoch = 0
@@ -133,6 +141,12 @@ class WorkerSession:
         self._view = None
         self._on_change()
 
+    def _load_changed(self) -> None:
+        # Tasks opened and closed by this router move its routing row, not the
+        # worker's state: only the snapshot is stale, nobody is told.
+        self._view = None
+        self._on_load_change()
+
     def touch(self) -> None:
         self.last_seen_s = self._clock.monotonic()
 
@@ -163,12 +177,12 @@ class WorkerSession:
     def open_task(self, task_id: str) -> asyncio.Future[registry_pb2.TaskResult]:
         future: asyncio.Future[registry_pb2.TaskResult] = asyncio.get_running_loop().create_future()
         self.pending[task_id] = future
-        self._changed()
+        self._load_changed()
         return future
 
     def finish_task(self, task_id: str) -> None:
         if self.pending.pop(task_id, None) is not None:
-            self._changed()
+            self._load_changed()
 
     def resolve(self, result: registry_pb2.TaskResult) -> bool:
         """Hand a worker's result to whoever awaits it; False when nobody does."""
@@ -200,7 +214,6 @@ class WorkerRegistry:
         self._sessions: dict[str, WorkerSession] = {}
         self._snapshot: tuple[WorkerView, ...] | None = None
         self._version = 0
-        self._changed = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
 
     @property
@@ -208,33 +221,24 @@ class WorkerRegistry:
         return self._version
 
     def add_listener(self, listener: Callable[[], None]) -> None:
-        """Called (synchronously) after any change; keep it cheap."""
+        """Called (synchronously) after a change of the fleet: a worker joined or
+        left, reported, drained or moved pool; not for the router's own tasks
+        opening and closing. Keep it cheap."""
         self._listeners.append(listener)
 
     def _on_change(self) -> None:
         self._snapshot = None
         self._version += 1
-        self._changed.set()
         for listener in self._listeners:
             listener()
 
-    async def wait_changed(self, since_version: int, timeout_s: float) -> int:
-        """Wait until the registry moves past `since_version` or the timeout passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self._version == since_version:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                break
-        return self._version
+    def _on_load_change(self) -> None:
+        self._snapshot = None
 
     def new_session(self, hello: registry_pb2.Hello) -> WorkerSession:
-        return WorkerSession(hello, clock=self._clock, on_change=self._on_change)
+        return WorkerSession(
+            hello, clock=self._clock, on_change=self._on_change, on_load_change=self._on_load_change
+        )
 
     def attach(self, session: WorkerSession) -> WorkerSession | None:
         """Make `session` the worker's current one; returns the one it replaces."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from mesh.routing.filters import DEFAULT_FILTERS, RouteQuery
 from mesh.routing.policy import RoutingPolicy
 from mesh.routing.rejection import Rejection, RejectionReason
-from mesh.routing.scorers import Tier, weighted_scorers
+from mesh.routing.scorers import Tier, is_saturated, weighted_scorers
 from mesh.routing.types import RouteRequest, WorkerView
 
 
@@ -80,6 +80,12 @@ def pick_workers(
         candidates = stage(candidates, query)
         if not candidates:
             return _rejected(stage.rejection(query), query)
+    if len(candidates) == 1:
+        # One eligible worker (a small fleet, a pinned pool): nothing to rank.
+        (only,) = candidates
+        if is_saturated(only):
+            return _rejected(RejectionReason.ALL_SATURATED, query)
+        return RouteDecision(primary=only)
 
     tiers = [Tier(rank) for rank in range(len(request.bundles))]
     assumed_batches = policy.assumed_queue_batches
