@@ -58,6 +58,9 @@ def channel_options(settings: LinkSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         # The link has its own backoff; the channel must not add a second one.
         ("grpc.enable_retries", 0),
+        # The stream carries batches both ways; gRPC may favour throughput over
+        # per-message latency (the router's server is tuned the same way).
+        ("grpc.optimization_target", "throughput"),
     ]
 
 
