@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -49,3 +50,14 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def bench_arguments(description: str) -> argparse.Namespace:
+    """The flags both benchmarks take (durations, concurrency levels, fake workers)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()

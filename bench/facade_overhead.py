@@ -23,7 +23,6 @@ Everything runs on 127.0.0.1; only the processes started here are stopped, by PI
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -42,7 +41,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_processes import cpu_seconds, start, stop, wait_listening
+from bench_processes import bench_arguments, cpu_seconds, start, stop, wait_listening
 
 from http_facade.codecs import Codec, encode_reply
 from http_facade.replies import encode_reply as encode_reply_view
@@ -242,13 +241,7 @@ def print_table(results: list[Result]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=5.0)
-    parser.add_argument("--warmup-s", type=float, default=1.0)
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
-    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = bench_arguments(__doc__.splitlines()[0])
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0

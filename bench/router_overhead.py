@@ -11,7 +11,6 @@ microseconds per request, and b/a. Everything runs on 127.0.0.1.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import sys
@@ -25,7 +24,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_processes import cpu_seconds, start, stop, wait_listening
+from bench_processes import bench_arguments, cpu_seconds, start, stop, wait_listening
 
 from mesh.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -159,13 +158,7 @@ def print_table(results: list[Result]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=5.0)
-    parser.add_argument("--warmup-s", type=float, default=1.0)
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
-    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = bench_arguments(__doc__.splitlines()[0])
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0

@@ -213,12 +213,7 @@ class WorkerRegistry:
         self._clock = clock
         self._sessions: dict[str, WorkerSession] = {}
         self._snapshot: tuple[WorkerView, ...] | None = None
-        self._version = 0
         self._listeners: list[Callable[[], None]] = []
-
-    @property
-    def version(self) -> int:
-        return self._version
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Called (synchronously) after a change of the fleet: a worker joined or
@@ -228,7 +223,6 @@ class WorkerRegistry:
 
     def _on_change(self) -> None:
         self._snapshot = None
-        self._version += 1
         for listener in self._listeners:
             listener()
 

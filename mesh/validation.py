@@ -6,8 +6,6 @@ the semantic limits, checked once here for gRPC callers and the facade alike.
 
 from __future__ import annotations
 
-import math
-
 from mesh.errors import ErrorCode, MeshError
 
 MAX_ITEMS = 1024
@@ -65,8 +63,3 @@ def validate_request(operation: str, request) -> None:
             raise _invalid("params.labels", f"at most {MAX_LABELS} labels are allowed")
     else:
         raise _invalid("operation", f"unknown operation '{operation}'")
-
-
-def validate_finite(value: float, field: str) -> None:
-    if not math.isfinite(value):
-        raise _invalid(field, f"'{field}' must be a finite number")
