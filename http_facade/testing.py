@@ -152,7 +152,9 @@ class FakeMesh:
     provisioning_until: float | None = None
     """time.monotonic() before which inference answers PROVISIONING (capacity appears after)."""
     hang: bool = False
-    """Inference calls wait until cancelled (client disconnects, deadlines)."""
+    """Inference calls never get an answer: they end when cancelled (a client that
+    disconnects) or, as the MeshService contract says, with DEADLINE_EXCEEDED
+    once their timeout_s has passed."""
     worker_id: str = "worker-0"
     clock: Callable[[], float] = time.monotonic
     health_reads: int = 0
@@ -160,6 +162,8 @@ class FakeMesh:
     calls: list[RecordedCall] = field(default_factory=list)
     cancelled: list[RecordedCall] = field(default_factory=list)
     """Calls whose awaiting task was cancelled while inside the mesh."""
+    timed_out: list[RecordedCall] = field(default_factory=list)
+    """Calls that hung past their timeout_s and answered DEADLINE_EXCEEDED."""
     pending: list[cluster_pb2.PendingDemand] = field(default_factory=list)
     started: asyncio.Event | None = None
     """Set (if given) when an inference call begins: lets a test wait for it."""
@@ -317,10 +321,15 @@ class FakeMesh:
             self.started.set()
         if self.hang:
             try:
-                await asyncio.Event().wait()
+                await asyncio.wait_for(asyncio.Event().wait(), timeout_s)
             except asyncio.CancelledError:
                 self.cancelled.append(call)
                 raise
+            except TimeoutError:
+                self.timed_out.append(call)
+                raise MeshError(
+                    ErrorCode.DEADLINE_EXCEEDED, f"no answer within the request's {timeout_s:g} s"
+                ) from None
         if self.errors:
             raise self.errors.pop(0)
         if self.error is not None:

@@ -5,6 +5,11 @@ that talks to router replicas. Both raise `mesh.errors.MeshError` for every
 failure a caller should see; cancelling the awaiting task cancels the work on
 the worker.
 
+Every inference call answers, or raises DEADLINE_EXCEEDED, within its
+`timeout_s`: the router's dispatcher holds each task to the deadline and the
+gRPC client sets it as the call's deadline. A caller therefore needs no timer
+of its own (the facade keeps none; one per request is measurable at load).
+
 Request and response payloads stay protobuf messages here on purpose: they
 pass through the mesh opaque, from the edge that parsed them to the worker
 that runs them, and converting them to anything else would only cost time.

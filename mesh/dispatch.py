@@ -21,7 +21,15 @@ from mesh.catalog import Catalog, Resolution
 from mesh.clock import Clock
 from mesh.errors import ErrorCode, MeshError
 from mesh.registry import WorkerRegistry, WorkerSession
-from mesh.routing import Rejection, RouteRequest, RoutingPolicy, pick_workers
+from mesh.routing import (
+    Rejection,
+    RouteDecision,
+    RouteQuery,
+    RouteRequest,
+    RoutingPolicy,
+    eligible_workers,
+    rank_workers,
+)
 from mesh.v1 import registry_pb2
 from mesh.validation import validate_request
 
@@ -56,6 +64,19 @@ _SURFACE_ORDER = (
     ErrorCode.MODEL_NOT_FOUND,
     ErrorCode.WORKER_FAILED,
 )
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    """What the dispatcher knows of one way of naming a model: memoised per catalog."""
+
+    resolution: Resolution
+    route: RouteRequest
+    query: RouteQuery
+    fleet_version: int = -1
+    """`WorkerRegistry.fleet_version` that `eligible` was computed at; -1: never."""
+    eligible: tuple[str, ...] | RouteDecision = ()
+    """Ids of the workers routing's filters keep, or the rejection when none."""
 
 
 def check_operation(catalog: Catalog, model_id: str, operation: Operation) -> None:
@@ -181,11 +202,11 @@ class Dispatcher:
         self._budget = RetryBudget(policy, clock)
         self.demand = PendingDemand(clock)
         self._task_ids = itertools.count(1)
-        self._routes: dict[tuple[str, str, str, str, str], tuple[Resolution, RouteRequest]] = {}
+        self._routes: dict[tuple[str, str, str, str, str], RoutePlan] = {}
         self._routes_catalog: Catalog | None = None
         self.completed = 0
 
-    def _route(self, operation: Operation, request) -> tuple[Resolution, RouteRequest]:
+    def _route(self, operation: Operation, request) -> RoutePlan:
         """Resolve the request's model and target; memoised per catalog, since
         every request of a busy mesh names one of a few models the same way."""
         catalog = self._catalog()
@@ -207,8 +228,38 @@ class Dispatcher:
         )
         if len(self._routes) >= ROUTE_MEMO_ENTRIES:
             self._routes.clear()  # keys come from clients: never let them grow the memo without bound
-        self._routes[key] = (resolution, route)
-        return resolution, route
+        plan = self._routes[key] = RoutePlan(resolution, route, RouteQuery.of(route))
+        return plan
+
+    def _decide(self, plan: RoutePlan) -> RouteDecision:
+        """Routing's decision for `plan` over the live registry.
+
+        The filters' answer is kept until the fleet changes (a worker joins,
+        leaves, reports, drains); each request ranks fresh views of those
+        workers, whose queue depths move with every task.
+        """
+        registry = self._registry
+        if plan.fleet_version == registry.fleet_version:
+            eligible = plan.eligible
+            if isinstance(eligible, RouteDecision):
+                return eligible
+            views = []
+            for worker_id in eligible:
+                session = registry.get(worker_id)
+                if session is None or session.closed:  # the fleet changed under the memo
+                    views = None
+                    break
+                views.append(session.view())
+            if views is not None:
+                return rank_workers(views, plan.query, self._routing_policy, self._rng)
+        version = registry.fleet_version
+        found = eligible_workers(registry.snapshot(), plan.query)
+        plan.fleet_version = version
+        if isinstance(found, RouteDecision):
+            plan.eligible = found
+            return found
+        plan.eligible = tuple(view.worker_id for view in found)
+        return rank_workers(found, plan.query, self._routing_policy, self._rng)
 
     def budget_s(self, timeout_s: float | None) -> float:
         """The time a request gets: the caller's deadline, bounded."""
@@ -222,8 +273,9 @@ class Dispatcher:
         started = loop.time()
         deadline = started + self.budget_s(timeout_s)
         validate_request(operation, request)
-        resolution, route = self._route(operation, request)
-        decision = pick_workers(self._registry.snapshot(), route, self._routing_policy, self._rng)
+        plan = self._route(operation, request)
+        resolution = plan.resolution
+        decision = self._decide(plan)
         if decision.primary is None:
             raise self._no_capacity(decision.rejection)
         self._budget.record_request()
@@ -288,17 +340,20 @@ class Dispatcher:
         task.budget_ms = int(remaining_s * 1000)
         getattr(task, operation).CopyFrom(request)
         future = session.open_task(task_id)
+        # A timer that fails the future, not asyncio.timeout(): no task
+        # cancellation machinery on the path every request takes.
+        deadline = asyncio.get_running_loop().call_later(remaining_s, _expire, future)
         try:
             session.send(message)
-            async with asyncio.timeout(remaining_s):
-                return await future
-        except TimeoutError:
+            return await future
+        except _DeadlinePassed:
             self._cancel(session, task_id)
             raise MeshError(ErrorCode.DEADLINE_EXCEEDED, "no answer within the request's deadline") from None
         except asyncio.CancelledError:
             self._cancel(session, task_id)  # the caller left: free the worker
             raise
         finally:
+            deadline.cancel()
             session.finish_task(task_id)
 
     @staticmethod
@@ -320,3 +375,12 @@ class Dispatcher:
             error.retry_after_s = self.policy.provisioning_retry_after_s
             error.estimated_wait_s = self.policy.provisioning_estimated_wait_s
         return error
+
+
+class _DeadlinePassed(Exception):
+    """Set on a task's future when its deadline passes before the worker answers."""
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(_DeadlinePassed())

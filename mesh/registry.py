@@ -86,6 +86,10 @@ def view_from_status(
     )
 
 
+_VIEWS_PER_SESSION = 64
+"""Routing rows kept per session (one per in-flight count seen since the last report)."""
+
+
 class WorkerSession:
     """One worker's stream on this router: its state, its outbox and its open tasks."""
 
@@ -116,35 +120,39 @@ class WorkerSession:
         self.closed = False
         self.close_reason = ""
         self.pool_override: str | None = None
-        self._view: WorkerView | None = None
+        self._views: dict[int, WorkerView] = {}
+        """This worker's routing rows by the router's in-flight count, for the state since the
+        last change: the count moves with every task, the rest only with a report."""
 
     # -- state ---------------------------------------------------------------
 
     def view(self) -> WorkerView:
-        view = self._view
+        inflight = len(self.pending)
+        views = self._views
+        view = views.get(inflight)
         if view is None:
-            view = view_from_status(
+            if len(views) >= _VIEWS_PER_SESSION:
+                views.clear()
+            view = views[inflight] = view_from_status(
                 self.worker_id,
                 self.instance_uid,
                 self.backend,
                 self.status,
-                inflight=len(self.pending),
+                inflight=inflight,
                 draining=self.draining,
                 closed=self.closed,
                 pool_override=self.pool_override,
                 loads=self._loads,
             )
-            self._view = view
         return view
 
     def _changed(self) -> None:
-        self._view = None
+        self._views.clear()
         self._on_change()
 
     def _load_changed(self) -> None:
         # Tasks opened and closed by this router move its routing row, not the
         # worker's state: only the snapshot is stale, nobody is told.
-        self._view = None
         self._on_load_change()
 
     def touch(self) -> None:
@@ -214,6 +222,9 @@ class WorkerRegistry:
         self._sessions: dict[str, WorkerSession] = {}
         self._snapshot: tuple[WorkerView, ...] | None = None
         self._listeners: list[Callable[[], None]] = []
+        self.fleet_version = 0
+        """Bumped on every change of the fleet (see `add_listener`), never by load alone:
+        what routing filters read is unchanged while it is."""
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Called (synchronously) after a change of the fleet: a worker joined or
@@ -223,6 +234,7 @@ class WorkerRegistry:
 
     def _on_change(self) -> None:
         self._snapshot = None
+        self.fleet_version += 1
         for listener in self._listeners:
             listener()
 

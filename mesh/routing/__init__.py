@@ -3,10 +3,12 @@
 `pick_workers(workers, request, policy, rng)` filters a registry snapshot
 (pool, machine profile, bundle, health, model load failures, already tried), scores what is left
 (model affinity with spill, queue load), and returns a primary plus ordered
-fallbacks, or a `Rejection` naming the stage that emptied the set.
+fallbacks, or a `Rejection` naming the stage that emptied the set. Its two
+halves are public too: `eligible_workers` (the filters, which read fleet state
+only) and `rank_workers` (the scorers and the pick, which read load).
 """
 
-from mesh.routing.decision import RouteDecision, pick_workers
+from mesh.routing.decision import RouteDecision, eligible_workers, pick_workers, rank_workers
 from mesh.routing.filters import (
     DEFAULT_FILTERS,
     BundleFilter,
@@ -56,7 +58,9 @@ __all__ = [
     "WorkerFilter",
     "WorkerScorer",
     "WorkerView",
+    "eligible_workers",
     "is_saturated",
     "load_fraction",
     "pick_workers",
+    "rank_workers",
 ]

@@ -75,11 +75,32 @@ def pick_workers(
 ) -> RouteDecision:
     """Choose where `request` runs. See the module docstring for the order."""
     query = RouteQuery.of(request)
+    eligible = eligible_workers(workers, query)
+    if isinstance(eligible, RouteDecision):
+        return eligible
+    return rank_workers(eligible, query, policy, rng)
+
+
+def eligible_workers(workers: Sequence[WorkerView], query: RouteQuery) -> list[WorkerView] | RouteDecision:
+    """The workers every filter keeps, or the rejection naming the stage that emptied the set.
+
+    Filters read fleet state only (pool, profile, bundle, health, model
+    state), never queue depth: the answer holds for as long as the fleet is
+    unchanged, so a dispatcher may keep it and rank fresh views of the same
+    workers per request (`rank_workers`).
+    """
     candidates = workers if isinstance(workers, list) else list(workers)
     for stage in DEFAULT_FILTERS:
         candidates = stage(candidates, query)
         if not candidates:
             return _rejected(stage.rejection(query), query)
+    return candidates
+
+
+def rank_workers(
+    candidates: list[WorkerView], query: RouteQuery, policy: RoutingPolicy, rng: random.Random
+) -> RouteDecision:
+    """Primary and fallbacks among `candidates`, workers that passed `eligible_workers`."""
     if len(candidates) == 1:
         # One eligible worker (a small fleet, a pinned pool): nothing to rank.
         (only,) = candidates
@@ -87,7 +108,7 @@ def pick_workers(
             return _rejected(RejectionReason.ALL_SATURATED, query)
         return RouteDecision(primary=only)
 
-    tiers = [Tier(rank) for rank in range(len(request.bundles))]
+    tiers = [Tier(rank) for rank in range(len(query.request.bundles))]
     assumed_batches = policy.assumed_queue_batches
     bundle_rank = query.bundle_rank
     for worker in candidates:

@@ -1,4 +1,4 @@
-"""A client that leaves cancels its mesh call; a mesh that never answers cannot hold a request."""
+"""A client that leaves cancels its mesh call; the request timeout is the mesh call's deadline."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def test_start_http_server_enables_cancellation_on_disconnect(assert_event
         await runner.cleanup()
 
 
-async def test_a_mesh_that_never_answers_times_out_as_504(make_client):
+async def test_the_request_timeout_bounds_the_mesh_call_and_answers_504(make_client):
     mesh = FakeMesh(hang=True)
     client = await make_client(mesh, FacadeConfig(request_timeout_s=0.05))
     reply = await asyncio.wait_for(
@@ -50,4 +50,6 @@ async def test_a_mesh_that_never_answers_times_out_as_504(make_client):
     )
     assert reply.status == 504
     assert reply.headers["X-SIE-Error-Code"] == "DEADLINE_EXCEEDED"
-    assert len(mesh.cancelled) == 1
+    # The facade keeps no timer of its own: the mesh holds the call to the deadline it is given.
+    assert [call.timeout_s for call in mesh.timed_out] == [0.05]
+    assert mesh.cancelled == []

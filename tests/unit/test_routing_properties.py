@@ -22,7 +22,9 @@ from mesh.routing import (
     RoutingPolicy,
     Tier,
     WorkerView,
+    eligible_workers,
     pick_workers,
+    rank_workers,
 )
 from mesh.routing.scorers import weighted_scorers
 
@@ -182,3 +184,25 @@ def test_rejection_names_the_request(scenario) -> None:
     assert rejection.machine_profile == request.machine_profile.lower()
     assert rejection.bundle == (request.bundles[0] if request.bundles else "")
     assert rejection.to_error().code is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios(), st.lists(st.integers(0, 80), min_size=40, max_size=40))
+def test_filters_read_no_load_so_their_answer_can_be_kept_while_load_moves(scenario, depths) -> None:
+    # The dispatcher keeps eligible_workers' answer until the fleet changes and
+    # ranks fresh views per request: valid only if queue depth never filters.
+    workers, request, policy, seed = scenario
+    query = RouteQuery.of(request)
+    loaded = [dataclasses.replace(w, queue_depth=depth) for w, depth in zip(workers, depths)]
+    before = eligible_workers(workers, query)
+    after = eligible_workers(loaded, query)
+    if isinstance(before, list):
+        assert isinstance(after, list)
+        assert [w.worker_id for w in before] == [w.worker_id for w in after]
+        # Ranking the kept workers' fresh rows is what pick_workers decides on the fresh fleet.
+        by_id = {w.worker_id: w for w in loaded}
+        kept = rank_workers([by_id[w.worker_id] for w in before], query, policy, random.Random(seed))
+        fresh = pick_workers(loaded, request, policy, random.Random(seed))
+        assert kept == fresh
+    else:
+        assert after == before
