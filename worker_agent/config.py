@@ -52,10 +52,13 @@ class LinkSettings:
 
     status_interval_s: float = 0.2
     """Status cadence until a router's Welcome asks for another."""
-    result_coalesce_s: float = 0.0005
+    result_coalesce_s: float = 0.0
     """While other tasks of a stream are still open, how long finished results
-    wait for company before they are written: each stream write costs a thread
-    hop inside gRPC, far more than the bytes it carries. 0 writes at once."""
+    wait for company before they are written. 0 (the default) writes at once:
+    results already leave in batches (a model batch finishes together, and what
+    queues while a write is in flight shares the next one), and a wait of 0.5 ms
+    measured 5-10% fewer requests per second through the router and the facade
+    benchmarks at concurrency 16 and 64, for no fewer writes."""
     status_coalesce_s: float = 0.01
     """Queue-depth-only changes are reported at most this often; other changes at once."""
     connect_timeout_s: float = 5.0
