@@ -2,16 +2,20 @@
 
 Each app owns its CollectorRegistry, so two apps in one process (tests, the
 router with an in-process facade) never collide on the global registry.
-Label children are cached: `.labels()` takes a lock and hashes its arguments,
-which is a measurable share of a request at the rates the facade serves.
+The two per-request series (request count, latency histogram) are plain
+counts kept by `_RequestStats` and turned into metric families at scrape
+time: prometheus_client's children take a lock and walk the buckets in
+Python on every observation, a measurable share of a request at the rates
+the facade serves. The event loop is the only writer, so no lock is needed.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mesh.v1 import cluster_pb2
@@ -28,19 +32,8 @@ _OTHER = "other"
 class FacadeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._requests = Counter(
-            "sie_gateway_requests_total",
-            "HTTP requests answered, by endpoint, status and requested machine profile.",
-            ["endpoint", "status", "machine_profile"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "sie_gateway_request_latency_seconds",
-            "Time from receiving a request to having its reply, by endpoint.",
-            ["endpoint"],
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
-        )
+        self._request_stats = _RequestStats()
+        self.registry.register(self._request_stats)
         self._provisioning = Counter(
             "sie_gateway_provisioning_responses_total",
             "Requests answered 'provisioning' (202 or 503 PROVISIONING): no capacity for them yet.",
@@ -88,8 +81,6 @@ class FacadeMetrics:
             "1 while the router reaches its coordination store (etcd), 0 while it runs from memory.",
             registry=self.registry,
         )
-        self._request_children: dict[tuple[str, int, str], Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
         self._profiles: set[str] = set()
 
     def _profile_label(self, machine_profile: str) -> str:
@@ -101,16 +92,22 @@ class FacadeMetrics:
         return machine_profile
 
     def observe_request(self, endpoint: str, status: int, machine_profile: str, latency_s: float) -> None:
+        stats = self._request_stats
         key = (endpoint, status, machine_profile)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._requests.labels(endpoint, str(status), self._profile_label(machine_profile))
-            self._request_children[key] = counter
-        counter.inc()
-        histogram = self._latency_children.get(endpoint)
-        if histogram is None:
-            histogram = self._latency_children[endpoint] = self._latency.labels(endpoint)
-        histogram.observe(latency_s)
+        counts = stats.requests
+        if key in counts:
+            counts[key] += 1
+        else:
+            # A new label set: fold an unbounded profile into "other" first.
+            folded = (endpoint, status, self._profile_label(machine_profile))
+            stats.labels[key] = folded
+            counts[key] = 1
+        latency = stats.latency.get(endpoint)
+        if latency is None:
+            latency = stats.latency[endpoint] = _Latency()
+        # Buckets hold observations <= their bound; the last slot is +Inf.
+        latency.buckets[bisect.bisect_left(_LATENCY_BUCKETS_S, latency_s)] += 1
+        latency.sum_s += latency_s
 
     def observe_provisioning(self, machine_profile: str) -> None:
         self._provisioning.labels(self._profile_label(machine_profile)).inc()
@@ -181,3 +178,56 @@ class _RouterCounts:
             for row in self._health.pool_events:
                 pools.add_metric([row.kind], row.count)
         return [deltas, pools]
+
+
+class _Latency:
+    __slots__ = ("buckets", "sum_s")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(_LATENCY_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+
+class _RequestStats:
+    """sie_gateway_requests_total and sie_gateway_request_latency_seconds from plain counts."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int, str], int] = {}
+        """(endpoint, status, machine profile as sent) -> requests."""
+        self.labels: dict[tuple[str, int, str], tuple[str, int, str]] = {}
+        """The same keys -> their labels, the profile folded when there are too many."""
+        self.latency: dict[str, _Latency] = {}
+
+    def describe(self) -> list[CounterMetricFamily | HistogramMetricFamily]:
+        return [
+            CounterMetricFamily(
+                "sie_gateway_requests",
+                "HTTP requests answered, by endpoint, status and requested machine profile.",
+                labels=["endpoint", "status", "machine_profile"],
+            ),
+            HistogramMetricFamily(
+                "sie_gateway_request_latency_seconds",
+                "Time from receiving a request to having its reply, by endpoint.",
+                labels=["endpoint"],
+            ),
+        ]
+
+    def collect(self) -> list[CounterMetricFamily | HistogramMetricFamily]:
+        requests, latency = self.describe()
+        totals: dict[tuple[str, int, str], int] = {}
+        for key, count in list(self.requests.items()):
+            label = self.labels[key]
+            totals[label] = totals.get(label, 0) + count
+        for (endpoint, status, profile), count in sorted(totals.items()):
+            requests.add_metric([endpoint, str(status), profile], count)
+        for endpoint, series in sorted(self.latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*_LATENCY_BUCKETS_S, float("inf")), series.buckets):
+                cumulative += count
+                buckets.append((_bound_label(bound), cumulative))
+            latency.add_metric([endpoint], buckets, series.sum_s)
+        return [requests, latency]
+
+
+def _bound_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
