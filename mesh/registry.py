@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from mesh.clock import Clock
@@ -86,6 +87,47 @@ def view_from_status(
     )
 
 
+class Outbox:
+    """What a session's single writer task sends next: a FIFO with one waiting reader.
+
+    asyncio.Queue does the same with more bookkeeping (maxsize, join
+    counters, a deque of getters) than one reader needs, on a path every
+    request takes.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[registry_pb2.RouterMessage | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, message: registry_pb2.RouterMessage | None) -> None:
+        self._items.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> registry_pb2.RouterMessage | None:
+        """The oldest message, waiting for one; for the writer task only."""
+        items = self._items
+        while not items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return items.popleft()
+
+    def get_nowait(self) -> registry_pb2.RouterMessage | None:
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 _VIEWS_PER_SESSION = 64
 """Routing rows kept per session (one per in-flight count seen since the last report)."""
 
@@ -115,7 +157,7 @@ class WorkerSession:
         self.last_seen_s = self.connected_at_s
         self.acked_epoch = 0
         self.pending: dict[str, asyncio.Future[registry_pb2.TaskResult]] = {}
-        self.outbox: asyncio.Queue[registry_pb2.RouterMessage | None] = asyncio.Queue()
+        self.outbox = Outbox()
         self.draining = False
         self.closed = False
         self.close_reason = ""
@@ -180,7 +222,7 @@ class WorkerSession:
         """Queue a message for the session's single writer task."""
         if self.closed:
             raise MeshError(ErrorCode.WORKER_FAILED, f"worker {self.worker_id} is gone")
-        self.outbox.put_nowait(message)
+        self.outbox.put(message)
 
     def open_task(self, task_id: str) -> asyncio.Future[registry_pb2.TaskResult]:
         future: asyncio.Future[registry_pb2.TaskResult] = asyncio.get_running_loop().create_future()
@@ -210,7 +252,7 @@ class WorkerSession:
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(failure)
-        self.outbox.put_nowait(None)  # wakes the writer so it ends
+        self.outbox.put(None)  # wakes the writer so it ends
         self._changed()
 
 
