@@ -1,4 +1,5 @@
-"""Processes a benchmark starts: spawn with a log, wait for "listening on", CPU time, stop by PID."""
+"""What both benchmarks share: the processes they start (spawn with a log, wait for
+"listening on", CPU time, stop by PID), their flags and the shape of a load result."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +63,25 @@ def bench_arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+@dataclass
+class LoadResult:
+    """One closed-loop load level against one target, measured window only."""
+
+    label: str
+    concurrency: int
+    requests: int
+    errors: int
+    elapsed_s: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.elapsed_s
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

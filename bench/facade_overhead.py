@@ -41,7 +41,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_processes import bench_arguments, cpu_seconds, start, stop, wait_listening
+from bench_processes import LoadResult, bench_arguments, cpu_seconds, start, stop, wait_listening
 
 from http_facade.codecs import Codec, encode_reply
 from http_facade.replies import encode_reply as encode_reply_view
@@ -111,27 +111,11 @@ def free_port() -> int:
 
 
 @dataclass
-class Result:
-    label: str
-    concurrency: int
-    requests: int
-    errors: int
-    elapsed_s: float
-    latencies_ms: list[float]
+class Result(LoadResult):
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds over the measured window by role: "http" (the process serving HTTP),
     "router" (behind a separate facade process), "workers" (all fake workers together)."""
     reply_bytes: int = 0
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.elapsed_s
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     @property
     def cpu_s_total(self) -> float:

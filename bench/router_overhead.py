@@ -24,7 +24,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_processes import bench_arguments, cpu_seconds, start, stop, wait_listening
+from bench_processes import LoadResult, bench_arguments, cpu_seconds, start, stop, wait_listening
 
 from mesh.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -69,31 +69,13 @@ async def serve_bare() -> None:
     await server.stop(0.5)
 
 
-# -- processes ----------------------------------------------------------------
-
-
 # -- load -----------------------------------------------------------------------
 
 
 @dataclass
-class Result:
-    label: str
-    concurrency: int
-    requests: int
-    errors: int
-    elapsed_s: float
-    latencies_ms: list[float]
+class Result(LoadResult):
     cpu_s: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.elapsed_s
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """CPU seconds of the target's processes over the measured window."""
 
     @property
     def cpu_us_per_request(self) -> float:

@@ -235,31 +235,20 @@ class Dispatcher:
         """Routing's decision for `plan` over the live registry.
 
         The filters' answer is kept until the fleet changes (a worker joins,
-        leaves, reports, drains); each request ranks fresh views of those
-        workers, whose queue depths move with every task.
+        leaves, reports, drains: each bumps `fleet_version`); each request
+        ranks fresh views of those workers, whose queue depths move with
+        every task.
         """
         registry = self._registry
-        if plan.fleet_version == registry.fleet_version:
-            eligible = plan.eligible
-            if isinstance(eligible, RouteDecision):
-                return eligible
-            views = []
-            for worker_id in eligible:
-                session = registry.get(worker_id)
-                if session is None or session.closed:  # the fleet changed under the memo
-                    views = None
-                    break
-                views.append(session.view())
-            if views is not None:
-                return rank_workers(views, plan.query, self._routing_policy, self._rng)
-        version = registry.fleet_version
-        found = eligible_workers(registry.snapshot(), plan.query)
-        plan.fleet_version = version
-        if isinstance(found, RouteDecision):
-            plan.eligible = found
-            return found
-        plan.eligible = tuple(view.worker_id for view in found)
-        return rank_workers(found, plan.query, self._routing_policy, self._rng)
+        if plan.fleet_version != registry.fleet_version:
+            plan.fleet_version = registry.fleet_version
+            found = eligible_workers(registry.snapshot(), plan.query)
+            plan.eligible = found if isinstance(found, RouteDecision) else tuple(v.worker_id for v in found)
+        if isinstance(plan.eligible, RouteDecision):
+            return plan.eligible
+        # Every kept id is a live session: leaving or closing bumps the version.
+        views = [registry.get(worker_id).view() for worker_id in plan.eligible]  # type: ignore[union-attr]
+        return rank_workers(views, plan.query, self._routing_policy, self._rng)
 
     def budget_s(self, timeout_s: float | None) -> float:
         """The time a request gets: the caller's deadline, bounded."""
