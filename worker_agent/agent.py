@@ -39,7 +39,7 @@ from worker_agent.batch_loop import BatchLoop, PendingTask
 from worker_agent.batching import BatchKey, BatchLimits, estimate_request_tokens
 from worker_agent.config import DEFAULT_MAX_BATCH_TOKENS, AgentConfig
 from worker_agent.health import HealthEndpoint
-from worker_agent.router_link import LinkSession, RouterLink
+from worker_agent.router_link import LinkSession, RouterLink, TaskOutcome
 from worker_agent.status import AgentStatus, ModelReport, status_to_proto
 
 log = logging.getLogger(__name__)
@@ -431,10 +431,7 @@ class WorkerAgent:
         )
 
     def _reply_error(self, session: LinkSession, task_id: str, error: MeshError) -> None:
-        message = registry_pb2.WorkerMessage()
-        message.result.task_id = task_id
-        message.result.error.CopyFrom(error.to_detail())
-        session.send(message)
+        session.send(TaskOutcome(task_id, "", error.to_detail()))
 
     def _deliver(self, pending: PendingTask, outcome: Any, queue_s: float, inference_s: float) -> None:
         session: LinkSession = pending.reply_to
@@ -443,22 +440,16 @@ class WorkerAgent:
             return
         queue_ms = max(0.0, queue_s * 1000.0)
         inference_ms = max(0.0, inference_s * 1000.0)
-        message = registry_pb2.WorkerMessage()
-        result = message.result
-        result.task_id = pending.task_id
-        result.queue_ms = queue_ms
-        result.inference_ms = inference_ms
         if isinstance(outcome, MeshError):
-            result.error.CopyFrom(outcome.to_detail())
-        else:
-            outcome.model = pending.key.model_id
-            outcome.worker_id = self.config.worker_id
-            timing = outcome.timing
-            timing.queue_ms = queue_ms
-            timing.inference_ms = inference_ms
-            timing.total_ms = queue_ms + inference_ms
-            getattr(result, pending.key.operation).CopyFrom(outcome)
-        session.send(message)
+            session.send(TaskOutcome(pending.task_id, "", outcome.to_detail(), queue_ms, inference_ms))
+            return
+        outcome.model = pending.key.model_id
+        outcome.worker_id = self.config.worker_id
+        timing = outcome.timing
+        timing.queue_ms = queue_ms
+        timing.inference_ms = inference_ms
+        timing.total_ms = queue_ms + inference_ms
+        session.send(TaskOutcome(pending.task_id, pending.key.operation, outcome, queue_ms, inference_ms))
 
     def _limits_for(self, key: BatchKey) -> BatchLimits:
         cache_key = (key.model_id, key.profile)

@@ -59,8 +59,11 @@ class LinkSettings:
     queues while a write is in flight shares the next one), and a wait of 0.5 ms
     measured 5-10% fewer requests per second through the router and the facade
     benchmarks at concurrency 16 and 64, for no fewer writes."""
-    status_coalesce_s: float = 0.01
-    """Queue-depth-only changes are reported at most this often; other changes at once."""
+    status_coalesce_s: float = 0.05
+    """Queue-depth-only changes are reported at most this often; other changes at once.
+    The router sending a task counts it itself, so reports only tell other
+    replicas of this worker's load: a busy worker sends 20 a second rather
+    than 100 (each costs a stream write on both ends)."""
     connect_timeout_s: float = 5.0
     """Time to send Hello and receive Welcome on a new stream."""
     write_timeout_s: float = 5.0

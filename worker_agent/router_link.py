@@ -32,6 +32,7 @@ import contextlib
 import logging
 import random
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -67,38 +68,65 @@ def channel_options(settings: LinkSettings) -> list[tuple[str, Any]]:
 MAX_RESULTS_PER_WRITE = 256
 
 
-def coalesce_results(
-    outbox: deque[registry_pb2.WorkerMessage], count: int
-) -> list[registry_pb2.WorkerMessage]:
-    """Take `count` messages off the outbox, in order, runs of results packed into one ResultBatch.
+@dataclass(slots=True)
+class TaskOutcome:
+    """A finished task's answer waiting in a stream's outbox.
+
+    The writer builds its TaskResult in place, inside the message it leaves
+    in, so the response is copied once on its way to the wire.
+    """
+
+    task_id: str
+    operation: str
+    """The TaskResult field the answer goes in ("encode", "score", "extract"); "" for an error."""
+    answer: Any
+    """The operation's response message, or an ErrorDetail."""
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+
+    def fill(self, result: registry_pb2.TaskResult) -> None:
+        result.task_id = self.task_id
+        result.queue_ms = self.queue_ms
+        result.inference_ms = self.inference_ms
+        getattr(result, self.operation or "error").CopyFrom(self.answer)
+
+
+OutboxEntry = registry_pb2.WorkerMessage | TaskOutcome
+
+
+def coalesce_results(outbox: deque[OutboxEntry], count: int) -> list[registry_pb2.WorkerMessage]:
+    """Take `count` entries off the outbox, in order, as messages: a run of task
+    outcomes becomes one ResultBatch (a single one, a plain result).
 
     Each stream write costs far more than the bytes it carries, and a batch
     finishing answers many tasks at once: one write for all of them.
     """
     out: list[registry_pb2.WorkerMessage] = []
-    run: list[registry_pb2.WorkerMessage] = []
+    run: list[TaskOutcome] = []
 
     def flush() -> None:
+        message = registry_pb2.WorkerMessage()
         if len(run) == 1:
-            out.append(run[0])
-        elif run:
-            batch = registry_pb2.WorkerMessage()
-            results = batch.result_batch.results
-            for message in run:
-                results.append(message.result)
-            out.append(batch)
+            run[0].fill(message.result)
+        else:
+            results = message.result_batch.results
+            for outcome in run:
+                outcome.fill(results.add())
+        out.append(message)
         run.clear()
 
     for _ in range(count):
-        message = outbox.popleft()
-        if message.WhichOneof("kind") == "result":
-            run.append(message)
+        entry = outbox.popleft()
+        if isinstance(entry, TaskOutcome):
+            run.append(entry)
             if len(run) >= MAX_RESULTS_PER_WRITE:
                 flush()
         else:
-            flush()
-            out.append(message)
-    flush()
+            if run:
+                flush()
+            out.append(entry)
+    if run:
+        flush()
     return out
 
 
@@ -127,7 +155,7 @@ class LinkSession:
         self.tasks: dict[str, Any] = {}
         """Open tasks that came on this stream, by task id (the agent's records)."""
         self.closed = False
-        self._outbox: deque[registry_pb2.WorkerMessage] = deque()
+        self._outbox: deque[OutboxEntry] = deque()
         self._wake = asyncio.Event()
         # Changes between Hello and Welcome reached no session: report them soon.
         self.status_changed = True
@@ -135,8 +163,8 @@ class LinkSession:
         self.status_urgent = False
         """A change other than queue depth is waiting to be reported."""
 
-    def send(self, message: registry_pb2.WorkerMessage) -> None:
-        """Queue a message for the writer; dropped once the stream is gone."""
+    def send(self, message: OutboxEntry) -> None:
+        """Queue a message or a task's outcome for the writer; dropped once the stream is gone."""
         if self.closed:
             return
         self._outbox.append(message)

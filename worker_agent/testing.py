@@ -56,6 +56,8 @@ class FakeRouter(registry_pb2_grpc.WorkerRegistryServicer):
         self.results: dict[str, registry_pb2.TaskResult] = {}
         self.result_order: list[str] = []
         """Task ids in the order their results arrived."""
+        self.result_messages: list[int] = []
+        """Results carried by each result or ResultBatch message, in arrival order."""
         self.acks: list[registry_pb2.ConfigAck] = []
         self.drain_notices: list[registry_pb2.DrainNotice] = []
         self.streams: list[FakeStream] = []
@@ -105,6 +107,7 @@ class FakeRouter(registry_pb2_grpc.WorkerRegistryServicer):
             results = [message.result] if kind == "result" else list(message.result_batch.results)
 
             def add() -> None:
+                self.result_messages.append(len(results))
                 for result in results:
                     self.results[result.task_id] = result
                     self.result_order.append(result.task_id)
@@ -135,6 +138,10 @@ class FakeRouter(registry_pb2_grpc.WorkerRegistryServicer):
 
     def send_task(self, task: registry_pb2.Task) -> None:
         self.send(registry_pb2.RouterMessage(task=task))
+
+    def send_task_batch(self, tasks: list[registry_pb2.Task]) -> None:
+        """Several tasks in one TaskBatch message, as a router packs tasks that queued together."""
+        self.send(registry_pb2.RouterMessage(task_batch=registry_pb2.TaskBatch(tasks=tasks)))
 
     def cancel(self, task_id: str) -> None:
         self.send(registry_pb2.RouterMessage(cancel=registry_pb2.Cancel(task_id=task_id)))

@@ -14,7 +14,7 @@ from mesh.errors import ErrorCode, MeshError
 from mesh.v1 import common_pb2, inference_pb2
 from worker_agent.backends import create_backend
 from worker_agent.backends.base import Backend, BatchTarget
-from worker_agent.backends.dense_output import dense_tensors, quantize, tensor_to_array
+from worker_agent.backends.dense_output import dense_response, quantize, tensor_to_array
 from worker_agent.backends.fake import (
     FakeBackend,
     FakeBackendConfig,
@@ -171,8 +171,13 @@ def test_quantisation_maps_documented_ranges():
     widened = (bf16.astype(np.uint32) << 16).view(np.float32)
     assert np.allclose(widened, matrix, rtol=1e-2)
     assert np.array_equal(quantize(matrix, common_pb2.DTYPE_FLOAT16), matrix.astype(np.float16))
-    (tensor,) = dense_tensors(matrix, common_pb2.DTYPE_UNSPECIFIED)
+    response = dense_response([common_pb2.Item(id="x", text="t")], matrix, common_pb2.DTYPE_UNSPECIFIED)
+    (item,) = response.items
+    tensor = item.dense
+    assert item.id == "x" and list(tensor.shape) == [matrix.shape[1]]
     assert tensor.dtype == common_pb2.DTYPE_FLOAT32 and tensor.data == matrix[0].astype("<f4").tobytes()
+    with pytest.raises(ValueError):
+        dense_response([], matrix, common_pb2.DTYPE_FLOAT32)  # one row per item
 
 
 async def test_score_ranks_items_by_fake_score():

@@ -228,6 +228,28 @@ async def test_concurrent_tasks_are_batched_together(router, start_agent):
         )
 
 
+async def test_a_task_batch_runs_as_one_batch_and_is_answered_in_one_message(router, start_agent):
+    backend = FakeBackend()
+    await start_agent(backend=backend, max_batch_requests=8)
+    await ready(router)
+    tasks = [encode_task(MINILM_MODEL_ID, [f"text {index}"]) for index in range(6)]
+    router.send_task_batch(tasks)
+    await router.wait_for(lambda: all(task.task_id in router.results for task in tasks))
+    assert backend.batch_sizes == [6]
+    assert router.result_messages == [6]  # one ResultBatch for the whole batch
+    for index, task in enumerate(tasks):
+        result = router.results[task.task_id]
+        assert result.encode.worker_id == "worker-1" and result.inference_ms >= 0
+        assert np.array_equal(dense(result), fake_embedding(MINILM_MODEL_ID, f"text {index}"))
+
+    # Tasks of a batch that cannot run are answered with their own errors, the rest as usual.
+    good, unknown = encode_task(MINILM_MODEL_ID, ["fine"]), encode_task("org/no-such-model", ["x"])
+    router.send_task_batch([good, unknown])
+    await router.wait_for(lambda: good.task_id in router.results and unknown.task_id in router.results)
+    assert np.array_equal(dense(router.results[good.task_id]), fake_embedding(MINILM_MODEL_ID, "fine"))
+    assert error_code(router.results[unknown.task_id]) is ErrorCode.MODEL_NOT_FOUND
+
+
 async def test_tasks_arriving_while_a_batch_runs_share_the_next_batch(router, start_agent):
     backend = FakeBackend(FakeBackendConfig(fixed_latency_s=0.2))
     await start_agent(backend=backend)

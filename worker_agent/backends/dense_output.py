@@ -22,10 +22,12 @@ int32 / int64 are index types and are refused for dense output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from mesh.errors import ErrorCode, MeshError
-from mesh.v1 import common_pb2
+from mesh.v1 import common_pb2, inference_pb2
 
 DENSE_DTYPES = frozenset(
     {
@@ -77,14 +79,28 @@ def quantize(matrix: np.ndarray, dtype: int) -> np.ndarray:
     raise problem if problem else AssertionError(dtype)
 
 
-def dense_tensors(matrix: np.ndarray, dtype: int) -> list[common_pb2.Tensor]:
-    """One little-endian Tensor per row of `matrix` (float, shape [n, dims])."""
-    if matrix.ndim != 2:
-        raise ValueError(f"expected a 2-d matrix of vectors, got shape {matrix.shape}")
+def dense_response(
+    items: Sequence[common_pb2.Item], matrix: np.ndarray, dtype: int
+) -> inference_pb2.EncodeResponse:
+    """An EncodeResponse with one dense Tensor per row of `matrix` (float, shape
+    [len(items), dims]), carrying each item's id; the same tensors as
+    `dense_tensors`, written straight into the response rather than copied in."""
+    if matrix.ndim != 2 or matrix.shape[0] != len(items):
+        raise ValueError(f"expected {len(items)} vectors, got an array of shape {matrix.shape}")
     stored = quantize(matrix, dtype)
     wire_dtype = common_pb2.DTYPE_FLOAT32 if dtype == common_pb2.DTYPE_UNSPECIFIED else dtype
     width = stored.shape[1]
-    return [common_pb2.Tensor(dtype=wire_dtype, shape=(width,), data=row.tobytes()) for row in stored]
+    response = inference_pb2.EncodeResponse()
+    entries = response.items
+    for item, row in zip(items, stored):
+        entry = entries.add()
+        if item.id:
+            entry.id = item.id
+        dense = entry.dense
+        dense.dtype = wire_dtype
+        dense.shape.append(width)
+        dense.data = row.tobytes()
+    return response
 
 
 def tensor_to_array(tensor: common_pb2.Tensor) -> np.ndarray:

@@ -44,7 +44,7 @@ from worker_agent.backends.base import (
     LoadedModel,
     ScoreOutcome,
 )
-from worker_agent.backends.dense_output import dense_tensors
+from worker_agent.backends.dense_output import dense_response
 from worker_agent.backends.payloads import dense_encode_problem, item_texts, ranked_scores
 
 DEFAULT_DIMS = 384
@@ -198,8 +198,10 @@ class FakeBackend:
     ) -> list[EncodeOutcome]:
         await self._run_batch(len(requests), sum(len(request.items) for request in requests))
         dims = self.config.dims
-        outcomes: list[EncodeOutcome] = []
-        for request in requests:
+        outcomes: list[EncodeOutcome | None] = [None] * len(requests)
+        vectors: list[np.ndarray] = []
+        spans: list[tuple[int, int]] = []  # (request index, first row)
+        for index, request in enumerate(requests):
             try:
                 problem = dense_encode_problem(request)
                 if problem is not None:
@@ -207,24 +209,19 @@ class FakeBackend:
                 prefix = request.instruction if request.HasField("instruction") else ""
                 texts = item_texts(request.items)
             except MeshError as error:
-                outcomes.append(error)
+                outcomes[index] = error
                 continue
-            matrix = np.stack(
-                [
-                    fake_embedding(target.model_id, prefix + text, lora=target.lora, dims=dims)
-                    for text in texts
-                ]
+            spans.append((index, len(vectors)))
+            vectors.extend(
+                fake_embedding(target.model_id, prefix + text, lora=target.lora, dims=dims) for text in texts
             )
-            tensors = dense_tensors(matrix, request.output_dtype)
-            outcomes.append(
-                inference_pb2.EncodeResponse(
-                    items=[
-                        inference_pb2.EncodedItem(id=item.id, dense=tensor)
-                        for item, tensor in zip(request.items, tensors, strict=True)
-                    ]
-                )
-            )
-        return outcomes
+        # One matrix for the whole batch, as a model computes it; each request takes its rows.
+        matrix = np.stack(vectors) if vectors else np.zeros((0, dims), dtype=np.float32)
+        for index, first in spans:
+            request = requests[index]
+            rows = matrix[first : first + len(request.items)]
+            outcomes[index] = dense_response(request.items, rows, request.output_dtype)
+        return outcomes  # type: ignore[return-value] - every slot is filled above
 
     async def score(
         self, target: BatchTarget, requests: Sequence[inference_pb2.ScoreRequest]

@@ -46,7 +46,7 @@ from worker_agent.backends.base import (
     LoadedModel,
     ScoreOutcome,
 )
-from worker_agent.backends.dense_output import dense_tensors
+from worker_agent.backends.dense_output import dense_response
 from worker_agent.backends.payloads import dense_encode_problem, item_texts, ranked_scores
 
 # Before anything imports huggingface_hub or transformers: they read these once.
@@ -249,13 +249,7 @@ class SentenceTransformerBackend:
             options = request.options
             if options.normalize if options.HasField("normalize") else profile_normalizes:
                 rows = _unit_rows(rows)
-            tensors = dense_tensors(rows, request.output_dtype)
-            outcomes[index] = inference_pb2.EncodeResponse(
-                items=[
-                    inference_pb2.EncodedItem(id=item.id, dense=tensor)
-                    for item, tensor in zip(request.items, tensors, strict=True)
-                ]
-            )
+            outcomes[index] = dense_response(request.items, rows, request.output_dtype)
         return outcomes  # type: ignore[return-value] - every slot is filled above
 
     async def score(
