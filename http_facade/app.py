@@ -261,16 +261,28 @@ class _Endpoints:
                 f"request body of {length} bytes is over the {self._config.max_body_bytes} byte limit",
             )
         codec = request_codec(request.headers.get("Content-Type"))
+        content = request.content
+        if content.is_eof():
+            # The whole body is already here (an SDK request's nearly always
+            # is): take it as it lies, without the read loop.
+            body = content.read_nowait()
+            if len(body) > self._config.max_body_bytes:  # chunked, or grown by decompression
+                raise MeshError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"request body is over the {self._config.max_body_bytes} byte limit",
+                )
+            return decode_body(body, codec)
         # A chunked body has no length up front; the app's client_max_size
         # stops reading it at the limit (HTTPRequestEntityTooLarge -> 413).
         return decode_body(await request.read(), codec)
 
     def _target(self, request: web.Request, target: common_pb2.RoutingTarget) -> None:
         profile, pool = routing_target(request.headers)
+        # Always set: the edge reads it for every inference request's metrics.
+        request[MACHINE_PROFILE_KEY] = profile
         if profile or pool:
             target.machine_profile = profile
             target.pool = pool
-            request[MACHINE_PROFILE_KEY] = profile
             request[POOL_KEY] = pool
 
     def _reply(self, payload: dict[str, Any], codec: Codec, response: Any) -> web.Response:

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from mesh.catalog import Catalog, Resolution
 from mesh.clock import Clock
 from mesh.errors import ErrorCode, MeshError
-from mesh.registry import WorkerRegistry, WorkerSession
+from mesh.registry import OutboundTask, WorkerRegistry, WorkerSession
 from mesh.routing import (
     Rejection,
     RouteDecision,
@@ -121,39 +122,93 @@ class DispatchPolicy:
 
 
 class RetryBudget:
-    """Caps retries at a fraction of recent requests plus a small floor rate."""
+    """Caps retries at a fraction of recent requests plus a small floor rate.
+
+    Requests and retries are counted per whole second of the window: one
+    increment per request on the hot path, and a window of at most
+    `retry_budget_window_s + 1` counters however busy the router is.
+    """
 
     def __init__(self, policy: DispatchPolicy, clock: Clock) -> None:
         self._policy = policy
         self._clock = clock
-        self._requests: collections.deque[float] = collections.deque()
-        self._retries: collections.deque[float] = collections.deque()
+        self._seconds: collections.deque[list[int]] = collections.deque()
+        """[second, requests, retries] per second that saw any, oldest first."""
+        self._requests = 0
+        self._retries = 0
+        """Totals over `_seconds`."""
 
-    def _prune(self, now: float) -> None:
-        cutoff = now - self._policy.retry_budget_window_s
-        for times in (self._requests, self._retries):
-            while times and times[0] < cutoff:
-                times.popleft()
+    def _current(self) -> list[int]:
+        second = int(self._clock.monotonic())
+        seconds = self._seconds
+        if seconds and seconds[-1][0] == second:
+            return seconds[-1]
+        cutoff = second - self._policy.retry_budget_window_s
+        while seconds and seconds[0][0] <= cutoff:
+            _, requests, retries = seconds.popleft()
+            self._requests -= requests
+            self._retries -= retries
+        counts = [second, 0, 0]
+        seconds.append(counts)
+        return counts
 
     def record_request(self) -> None:
-        now = self._clock.monotonic()
-        self._requests.append(now)
-        if len(self._requests) > 4096:
-            self._prune(now)
+        self._current()[1] += 1
+        self._requests += 1
 
     def try_spend(self) -> bool:
         """Take one retry from the budget; False when it is spent."""
-        now = self._clock.monotonic()
-        self._prune(now)
+        counts = self._current()
         policy = self._policy
         allowed = (
             policy.retry_budget_min_per_s * policy.retry_budget_window_s
-            + policy.retry_budget_ratio * len(self._requests)
+            + policy.retry_budget_ratio * self._requests
         )
-        if len(self._retries) >= allowed:
+        if self._retries >= allowed:
             return False
-        self._retries.append(now)
+        counts[2] += 1
+        self._retries += 1
         return True
+
+
+class _DeadlinePassed(Exception):
+    """Set on a task's future when its deadline passes before the worker answers."""
+
+
+class DeadlineSlots:
+    """Fails the futures of tasks whose deadline passed.
+
+    One loop timer per `resolution_s` slot holds every deadline that falls in
+    it, rather than a timer per task: a timer handle, its heap entry and its
+    cancellation cost more than the rest of a task's bookkeeping together. A
+    deadline is noticed at most `resolution_s` after it passes, never before.
+    """
+
+    def __init__(self, resolution_s: float = 0.005) -> None:
+        self._resolution_s = resolution_s
+        self._slots: dict[int, set[asyncio.Future]] = {}
+
+    def arm(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future, when: float
+    ) -> set[asyncio.Future]:
+        """Fail `future` with _DeadlinePassed once `loop.time()` passes `when`; returns the
+        slot, from which the caller discards the future when it is answered."""
+        slot = math.ceil(when / self._resolution_s)
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+            loop.call_at(slot * self._resolution_s, self._expire, slot)
+        members.add(future)
+        return members
+
+    def _expire(self, slot: int) -> None:
+        for future in self._slots.pop(slot, ()):
+            if not future.done():
+                future.set_exception(_DeadlinePassed())
+
+    def __len__(self) -> int:
+        """Futures still waiting on a deadline."""
+        return sum(len(members) for members in self._slots.values())
 
 
 @dataclass
@@ -200,6 +255,7 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng
         self._budget = RetryBudget(policy, clock)
+        self._deadlines = DeadlineSlots()
         self.demand = PendingDemand(clock)
         self._task_ids = itertools.count(1)
         self._routes: dict[tuple[str, str, str, str, str], RoutePlan] = {}
@@ -320,20 +376,16 @@ class Dispatcher:
         remaining_s: float,
     ) -> registry_pb2.TaskResult:
         task_id = f"{self._router_id}-{next(self._task_ids)}"
-        # Built in place inside its envelope: the request payload is copied once.
-        message = registry_pb2.RouterMessage()
-        task = message.task
-        task.task_id = task_id
-        task.model_id = model_id
-        task.profile = profile
-        task.budget_ms = int(remaining_s * 1000)
-        getattr(task, operation).CopyFrom(request)
+        # The session's writer builds the Task in place in the message it goes
+        # out in: the request payload is copied once.
+        task = OutboundTask(task_id, model_id, profile, int(remaining_s * 1000), operation, request)
         future = session.open_task(task_id)
-        # A timer that fails the future, not asyncio.timeout(): no task
-        # cancellation machinery on the path every request takes.
-        deadline = asyncio.get_running_loop().call_later(remaining_s, _expire, future)
+        # A deadline slot that fails the future, not asyncio.timeout(): no
+        # timer and no task cancellation machinery per request.
+        loop = asyncio.get_running_loop()
+        deadline = self._deadlines.arm(loop, future, loop.time() + remaining_s)
         try:
-            session.send(message)
+            session.send(task)
             return await future
         except _DeadlinePassed:
             self._cancel(session, task_id)
@@ -342,7 +394,7 @@ class Dispatcher:
             self._cancel(session, task_id)  # the caller left: free the worker
             raise
         finally:
-            deadline.cancel()
+            deadline.discard(future)
             session.finish_task(task_id)
 
     @staticmethod
@@ -364,12 +416,3 @@ class Dispatcher:
             error.retry_after_s = self.policy.provisioning_retry_after_s
             error.estimated_wait_s = self.policy.provisioning_estimated_wait_s
         return error
-
-
-class _DeadlinePassed(Exception):
-    """Set on a task's future when its deadline passes before the worker answers."""
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(_DeadlinePassed())

@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from mesh.clock import Clock
 from mesh.errors import ErrorCode, MeshError
@@ -87,6 +89,35 @@ def view_from_status(
     )
 
 
+@dataclass(slots=True)
+class OutboundTask:
+    """A task waiting in a session's outbox.
+
+    The writer builds its Task in place, inside the message it leaves in (a
+    TaskBatch when several wait), so the request is copied once on its way
+    to the wire.
+    """
+
+    task_id: str
+    model_id: str
+    profile: str
+    budget_ms: int
+    operation: str
+    """The Task field the request goes in: "encode", "score" or "extract"."""
+    request: Any
+
+    def fill(self, task: registry_pb2.Task) -> None:
+        task.task_id = self.task_id
+        task.model_id = self.model_id
+        task.profile = self.profile
+        task.budget_ms = self.budget_ms
+        getattr(task, self.operation).CopyFrom(self.request)
+
+
+OutboxEntry = registry_pb2.RouterMessage | OutboundTask | None
+"""What a session's writer sends next; None ends the stream."""
+
+
 class Outbox:
     """What a session's single writer task sends next: a FIFO with one waiting reader.
 
@@ -98,16 +129,16 @@ class Outbox:
     __slots__ = ("_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[registry_pb2.RouterMessage | None] = deque()
+        self._items: deque[OutboxEntry] = deque()
         self._waiter: asyncio.Future[None] | None = None
 
-    def put(self, message: registry_pb2.RouterMessage | None) -> None:
+    def put(self, message: OutboxEntry) -> None:
         self._items.append(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> registry_pb2.RouterMessage | None:
+    async def get(self) -> OutboxEntry:
         """The oldest message, waiting for one; for the writer task only."""
         items = self._items
         while not items:
@@ -118,7 +149,7 @@ class Outbox:
                 self._waiter = None
         return items.popleft()
 
-    def get_nowait(self) -> registry_pb2.RouterMessage | None:
+    def get_nowait(self) -> OutboxEntry:
         return self._items.popleft()
 
     def empty(self) -> bool:
@@ -218,8 +249,8 @@ class WorkerSession:
 
     # -- outbound ------------------------------------------------------------
 
-    def send(self, message: registry_pb2.RouterMessage) -> None:
-        """Queue a message for the session's single writer task."""
+    def send(self, message: registry_pb2.RouterMessage | OutboundTask) -> None:
+        """Queue a message (or a task) for the session's single writer task."""
         if self.closed:
             raise MeshError(ErrorCode.WORKER_FAILED, f"worker {self.worker_id} is gone")
         self.outbox.put(message)

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import grpc
 
-from mesh.registry import WorkerRegistry, WorkerSession
+from mesh.registry import OutboundTask, OutboxEntry, WorkerRegistry, WorkerSession
 from mesh.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -126,27 +126,32 @@ FenceGate = Callable[[str, str], bool]
 """`(worker_id, instance_uid) -> fenced?`, asked on every Hello."""
 
 
-def coalesce_tasks(
-    messages: list[registry_pb2.RouterMessage | None],
-) -> list[registry_pb2.RouterMessage | None]:
-    """The same messages in the same order, runs of two or more tasks packed into one TaskBatch."""
+def coalesce_tasks(entries: list[OutboxEntry]) -> list[registry_pb2.RouterMessage | None]:
+    """The same entries in the same order as messages: each run of tasks becomes one
+    message (a TaskBatch for two or more), each Task built in place inside it."""
     out: list[registry_pb2.RouterMessage | None] = []
-    run: list[registry_pb2.Task] = []
+    run: list[OutboundTask] = []
 
     def flush() -> None:
+        message = registry_pb2.RouterMessage()
         if len(run) == 1:
-            out.append(registry_pb2.RouterMessage(task=run[0]))
-        elif run:
-            out.append(registry_pb2.RouterMessage(task_batch=registry_pb2.TaskBatch(tasks=run)))
+            run[0].fill(message.task)
+        else:
+            tasks = message.task_batch.tasks
+            for task in run:
+                task.fill(tasks.add())
+        out.append(message)
         run.clear()
 
-    for message in messages:
-        if message is not None and message.WhichOneof("kind") == "task":
-            run.append(message.task)
+    for entry in entries:
+        if isinstance(entry, OutboundTask):
+            run.append(entry)
             continue
+        if run:
+            flush()
+        out.append(entry)
+    if run:
         flush()
-        out.append(message)
-    flush()
     return out
 
 
@@ -317,12 +322,9 @@ class WorkerRegistryService(registry_pb2_grpc.WorkerRegistryServicer):
                     # until half of the open tasks queued were both measured
                     # and lost: they lock the stream into small batches.)
                     await asyncio.sleep(coalesce_s)
-                if outbox.empty():
-                    await context.write(first)
-                    continue
-                # Several messages queued while the last write was in flight:
-                # pack consecutive tasks into one TaskBatch, since each stream
-                # write costs far more than the bytes it carries.
+                # Several entries may have queued while the last write was in
+                # flight: consecutive tasks leave in one TaskBatch, since each
+                # stream write costs far more than the bytes it carries.
                 pending = [first]
                 while not outbox.empty() and len(pending) < MAX_TASKS_PER_WRITE:
                     pending.append(outbox.get_nowait())

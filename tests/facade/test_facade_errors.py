@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import msgpack
@@ -328,6 +329,17 @@ async def test_chunked_body_over_the_limit_is_413(make_client, mesh):
             yield b" " * 512
 
     reply = await client.post(ENCODE, data=chunks(), headers={"Content-Type": "application/json"})
+    await assert_envelope(reply, 413, "PAYLOAD_TOO_LARGE")
+    assert mesh.calls == []
+
+
+async def test_compressed_body_over_the_limit_once_inflated_is_413(make_client, mesh):
+    # The length header counts compressed bytes; the limit holds for what they inflate to.
+    client = await make_client(mesh, FacadeConfig(max_body_bytes=1024))
+    body = gzip.compress(b'{"items": [{"text": "' + b"a" * 4096 + b'"}]}')
+    assert len(body) < 1024
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    reply = await client.post(ENCODE, data=body, headers=headers)
     await assert_envelope(reply, 413, "PAYLOAD_TOO_LARGE")
     assert mesh.calls == []
 

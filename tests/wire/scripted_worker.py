@@ -74,6 +74,8 @@ class ScriptedWorker:
         self.status = worker_status
         self.handler = handler
         self.tasks: list[registry_pb2.Task] = []
+        self.task_batches: list[int] = []
+        """Sizes of the TaskBatch messages received (tasks that came packed together)."""
         self.cancels: list[str] = []
         self.drains: list[registry_pb2.Drain] = []
         self.fences: list[registry_pb2.Fence] = []
@@ -131,10 +133,11 @@ class ScriptedWorker:
                 if kind == "welcome":
                     self.welcome = message.welcome
                 elif kind == "task":
-                    self.tasks.append(message.task)
-                    task = asyncio.create_task(self._run(message.task))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
+                    self._accept(message.task)
+                elif kind == "task_batch":
+                    self.task_batches.append(len(message.task_batch.tasks))
+                    for task in message.task_batch.tasks:
+                        self._accept(task)
                 elif kind == "cancel":
                     self.cancels.append(message.cancel.task_id)
                 elif kind == "drain":
@@ -143,6 +146,12 @@ class ScriptedWorker:
                     self.fences.append(message.fence)
         except grpc.aio.AioRpcError as error:
             self.ended = error
+
+    def _accept(self, task: registry_pb2.Task) -> None:
+        self.tasks.append(task)
+        running = asyncio.create_task(self._run(task))
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
 
     async def _run(self, task: registry_pb2.Task) -> None:
         result = await self.handler(task)

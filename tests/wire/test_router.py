@@ -19,7 +19,7 @@ from mesh.v1 import (
     inference_pb2_grpc,
     registry_pb2,
 )
-from tests.wire.scripted_worker import ScriptedWorker, answer_encode, status
+from tests.wire.scripted_worker import ScriptedWorker, answer_encode, dense_for, status
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -112,6 +112,31 @@ async def test_dispatch_returns_the_workers_answer(router, workers, inference, a
     (task,) = worker.tasks
     assert task.model_id == MODEL
     assert 0 < task.budget_ms <= 6000  # the caller's 5 s deadline, give or take wire rounding
+
+
+async def test_concurrent_tasks_share_stream_writes_both_ways(router, workers, inference, assert_eventually):
+    held: list[registry_pb2.Task] = []
+
+    async def hold(task: registry_pb2.Task) -> None:
+        held.append(task)  # answered below, all in one ResultBatch
+
+    worker = await workers("w1", handler=hold)
+    await assert_eventually(registered(router, "w1"))
+    texts = [f"text-{index}" for index in range(12)]
+    calls = [asyncio.ensure_future(inference.Encode(encode_request(text), timeout=10)) for text in texts]
+    await assert_eventually(lambda: len(held) == len(texts))
+    # Tasks that queued while the stream was busy left packed in TaskBatches.
+    assert worker.task_batches and max(worker.task_batches) >= 2
+
+    answer = answer_encode("w1")
+    reply = registry_pb2.WorkerMessage()
+    for task in reversed(held):  # any order: results name their tasks
+        reply.result_batch.results.append(await answer(task))
+    worker.send(reply)
+    responses = await asyncio.gather(*calls)
+    for text, response in zip(texts, responses, strict=True):
+        assert response.worker_id == "w1"
+        assert response.items[0].dense == dense_for(f"w1:{text}")
 
 
 async def test_retry_on_another_worker_when_the_first_dies_mid_request(
