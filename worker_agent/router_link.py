@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import grpc
 
 from mesh.clock import Clock
+from mesh.stream_packing import pack_runs
 from mesh.v1 import registry_pb2, registry_pb2_grpc
 from worker_agent.config import LinkSettings, ReconnectPolicy
 
@@ -101,33 +102,15 @@ def coalesce_results(outbox: deque[OutboxEntry], count: int) -> list[registry_pb
     Each stream write costs far more than the bytes it carries, and a batch
     finishing answers many tasks at once: one write for all of them.
     """
-    out: list[registry_pb2.WorkerMessage] = []
-    run: list[TaskOutcome] = []
-
-    def flush() -> None:
-        message = registry_pb2.WorkerMessage()
-        if len(run) == 1:
-            run[0].fill(message.result)
-        else:
-            results = message.result_batch.results
-            for outcome in run:
-                outcome.fill(results.add())
-        out.append(message)
-        run.clear()
-
-    for _ in range(count):
-        entry = outbox.popleft()
-        if isinstance(entry, TaskOutcome):
-            run.append(entry)
-            if len(run) >= MAX_RESULTS_PER_WRITE:
-                flush()
-        else:
-            if run:
-                flush()
-            out.append(entry)
-    if run:
-        flush()
-    return out
+    return pack_runs(
+        (outbox.popleft() for _ in range(count)),
+        TaskOutcome,
+        registry_pb2.WorkerMessage,
+        single="result",
+        batch="result_batch",
+        items="results",
+        limit=MAX_RESULTS_PER_WRITE,
+    )
 
 
 class Fenced(Exception):

@@ -28,6 +28,7 @@ from typing import Protocol
 import grpc
 
 from mesh.registry import OutboundTask, OutboxEntry, WorkerRegistry, WorkerSession
+from mesh.stream_packing import pack_runs
 from mesh.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -129,30 +130,15 @@ FenceGate = Callable[[str, str], bool]
 def coalesce_tasks(entries: list[OutboxEntry]) -> list[registry_pb2.RouterMessage | None]:
     """The same entries in the same order as messages: each run of tasks becomes one
     message (a TaskBatch for two or more), each Task built in place inside it."""
-    out: list[registry_pb2.RouterMessage | None] = []
-    run: list[OutboundTask] = []
-
-    def flush() -> None:
-        message = registry_pb2.RouterMessage()
-        if len(run) == 1:
-            run[0].fill(message.task)
-        else:
-            tasks = message.task_batch.tasks
-            for task in run:
-                task.fill(tasks.add())
-        out.append(message)
-        run.clear()
-
-    for entry in entries:
-        if isinstance(entry, OutboundTask):
-            run.append(entry)
-            continue
-        if run:
-            flush()
-        out.append(entry)
-    if run:
-        flush()
-    return out
+    return pack_runs(
+        entries,
+        OutboundTask,
+        registry_pb2.RouterMessage,
+        single="task",
+        batch="task_batch",
+        items="tasks",
+        limit=MAX_TASKS_PER_WRITE,
+    )
 
 
 class WorkerRegistryService(registry_pb2_grpc.WorkerRegistryServicer):
