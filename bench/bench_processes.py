@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +55,19 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def bench_arguments(description: str) -> argparse.Namespace:
-    """The flags both benchmarks take (durations, concurrency levels, fake workers)."""
+def bench_arguments(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """The flags both benchmarks take (durations, concurrency levels, fake workers),
+    and whatever `extra` adds for one of them."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration-s", type=float, default=5.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

@@ -1,6 +1,6 @@
 """HTTP facade overhead benchmark: the facade against a bare aiohttp server, same run.
 
-    .venv/bin/python bench/facade_overhead.py [--duration-s 5] [--concurrency 1,16,64] [--workers 1]
+    .venv/bin/python bench/facade_overhead.py [--duration-s 5] [--concurrency 1,16,64] [--workers 1] [--rounds 3]
 
 The load is what sie-sdk sends for `client.encode(model, {"text": ...})`: one
 item of a sentence, a MessagePack body, `Content-Type` and `Accept:
@@ -15,18 +15,28 @@ session, keep-alive) at:
 (c) the facade as its own process (`mesh facade --router`) in front of the same
     router (facade -> gRPC -> router -> worker).
 
-The table shows RPS, p50, p99, the CPU microseconds per request of each server
-process (utime + stime from /proc/PID/stat: the HTTP server, and for (c) also
-the router behind it) and the RPS ratio to (a) at the same concurrency.
+All three targets are started first and stay up; each round then drives, at
+each concurrency, (a), (b) and (c) one after the other, so every ratio pairs
+measurements taken seconds apart. (A small shared machine drifts by several
+per cent from one minute to the next; pairing adjacent runs keeps that drift
+out of the ratios, and the median over rounds keeps one unlucky run out.)
+
+The table shows, per target and concurrency, the round with the median RPS:
+its RPS, p50, p99, the CPU microseconds per request of each server process
+(utime + stime from /proc/PID/stat: the HTTP server, and for (c) also the
+router behind it); and the median over rounds of the RPS ratio to (a) at the
+same concurrency in the same round. Every round's ratio is listed below it.
 Everything runs on 127.0.0.1; only the processes started here are stopped, by PID.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -197,8 +207,27 @@ async def wait_served(base_url: str, timeout_s: float = 60) -> None:
     raise SystemExit(f"{base_url} never served an encode request")
 
 
-def print_table(results: list[Result]) -> None:
-    baseline = {r.concurrency: r for r in results if r.label.startswith("a")}
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def print_table(rounds: list[list[Result]]) -> None:
+    """`rounds`: per round, its results in drive order (levels, then targets within a level)."""
+    labels = list(dict.fromkeys(r.label for r in rounds[0]))
+    levels = list(dict.fromkeys(r.concurrency for r in rounds[0]))
+
+    def of(results: list[Result], label: str, level: int) -> Result:
+        return next(r for r in results if r.label == label and r.concurrency == level)
+
+    def ratios(label: str, level: int) -> list[float]:
+        return [
+            of(results, label, level).rps / of(results, labels[0], level).rps
+            if of(results, labels[0], level).rps
+            else float("nan")
+            for results in rounds
+        ]
 
     def cpu(value: float | None) -> str:
         return "-" if value is None else f"{value:.0f}"
@@ -208,15 +237,24 @@ def print_table(results: list[Result]) -> None:
         f"{'target':<30}{'conc':>5}{'RPS':>8}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'cpu us/req':>11}{'router us':>10}{'workers us':>11}{'all us':>8}{'x/a RPS':>9}{'reply B':>9}"
     )
-    for r in results:
-        base = baseline.get(r.concurrency)
-        ratio = r.rps / base.rps if base and base.rps else float("nan")
-        print(
-            f"{r.label:<30}{r.concurrency:>5}{r.rps:>8.0f}{r.percentile(0.5):>8.2f}{r.percentile(0.99):>8.2f}"
-            f"{cpu(r.cpu_us_per_request('http')):>11}{cpu(r.cpu_us_per_request('router')):>10}"
-            f"{cpu(r.cpu_us_per_request('workers')):>11}{cpu(r.cpu_s_total * 1e6 / max(1, r.requests)):>8}"
-            f"{ratio:>9.2f}{r.reply_bytes:>9}" + (f"  ({r.errors} errors)" if r.errors else "")
-        )
+    for label in labels:
+        for level in levels:
+            runs = sorted((of(results, label, level) for results in rounds), key=lambda r: r.rps)
+            r = runs[len(runs) // 2]
+            errors = sum(run.errors for run in runs)
+            print(
+                f"{r.label:<30}{r.concurrency:>5}{r.rps:>8.0f}{r.percentile(0.5):>8.2f}{r.percentile(0.99):>8.2f}"
+                f"{cpu(r.cpu_us_per_request('http')):>11}{cpu(r.cpu_us_per_request('router')):>10}"
+                f"{cpu(r.cpu_us_per_request('workers')):>11}{cpu(r.cpu_s_total * 1e6 / max(1, r.requests)):>8}"
+                f"{_median(ratios(label, level)):>9.2f}{r.reply_bytes:>9}"
+                + (f"  ({errors} errors)" if errors else "")
+            )
+    print()
+    print(f"x/a RPS by round ({len(rounds)} rounds; the table shows their median):")
+    for label in labels[1:]:
+        for level in levels:
+            listed = " ".join(f"{ratio:.3f}" for ratio in ratios(label, level))
+            print(f"  {label:<28}{level:>5}  {listed}")
     print()
     print("cpu us/req: the process serving HTTP (a: bare server; b: the router, facade in-process;")
     print("c: the facade process). router us: the router behind the facade process in (c).")
@@ -224,44 +262,50 @@ def print_table(results: list[Result]) -> None:
     print(f"load generator: this process, one aiohttp session; {os.cpu_count()} CPUs shared by all.")
 
 
+def _rounds_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="times each (concurrency, target) is measured, alternating targets",
+    )
+
+
 def main() -> int:
-    args = bench_arguments(__doc__.splitlines()[0])
+    args = bench_arguments(__doc__.splitlines()[0], _rounds_argument)
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     levels = [int(x) for x in args.concurrency.split(",")]
-    results: list[Result] = []
-
-    def run_levels(base_url: str, pids: dict[str, list[int]], label: str) -> None:
-        for level in levels:
-            results.append(asyncio.run(drive(base_url, level, args.duration_s, args.warmup_s, pids, label)))
+    rounds: list[list[Result]] = []
 
     with tempfile.TemporaryDirectory() as scratch:
         logs = Path(scratch)
-        bare = start([__file__, "--serve-bare"], logs, "bare")
+        started: list[subprocess.Popen] = []
         try:
-            address = wait_listening(logs / "bare.log", bare)
-            run_levels(f"http://{address}", {"http": [bare.pid]}, "a bare aiohttp")
-        finally:
-            stop(bare)
+            bare = start([__file__, "--serve-bare"], logs, "bare")
+            started.append(bare)
+            bare_url = f"http://{wait_listening(logs / 'bare.log', bare)}"
 
-        http_port = free_port()
-        router = start(
-            ["-m", "mesh.cli", "router", "--port", "0", "--http-port", str(http_port), "-l", "warning"],
-            logs,
-            "router",
-        )
-        started = [router]
-        try:
+            http_port = free_port()
+            router = start(
+                ["-m", "mesh.cli", "router", "--port", "0", "--http-port", str(http_port), "-l", "warning"],
+                logs,
+                "router",
+            )
+            started.append(router)
             address = wait_listening(logs / "router.log", router)
+            workers = []
             for index in range(args.workers):
                 worker_args = ["-m", "mesh.cli", "worker", "--router", address, "--backend", "fake"]
                 worker_args += ["--preload", "--worker-id", f"bench-{index}", "-l", "warning"]
-                started.append(start(worker_args, logs, f"worker-{index}"))
+                worker = start(worker_args, logs, f"worker-{index}")
+                started.append(worker)
+                workers.append(worker.pid)
             in_router = f"http://127.0.0.1:{http_port}"
             asyncio.run(wait_served(in_router))
-            workers = [process.pid for process in started[1:]]
-            run_levels(in_router, {"http": [router.pid], "workers": workers}, "b facade in router")
 
             facade_port = free_port()
             facade = start(
@@ -273,12 +317,28 @@ def main() -> int:
             started.append(facade)
             own_process = f"http://127.0.0.1:{facade_port}"
             asyncio.run(wait_served(own_process))
-            pids = {"http": [facade.pid], "router": [router.pid], "workers": workers}
-            run_levels(own_process, pids, "c facade process + router")
+
+            targets = [
+                ("a bare aiohttp", bare_url, {"http": [bare.pid]}),
+                ("b facade in router", in_router, {"http": [router.pid], "workers": workers}),
+                (
+                    "c facade process + router",
+                    own_process,
+                    {"http": [facade.pid], "router": [router.pid], "workers": workers},
+                ),
+            ]
+            for _ in range(args.rounds):
+                results: list[Result] = []
+                for level in levels:
+                    for label, url, pids in targets:
+                        results.append(
+                            asyncio.run(drive(url, level, args.duration_s, args.warmup_s, pids, label))
+                        )
+                rounds.append(results)
         finally:
             for process in reversed(started):
                 stop(process)
-    print_table(results)
+    print_table(rounds)
     return 0
 
 
