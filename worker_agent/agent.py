@@ -33,7 +33,7 @@ from mesh.clock import Clock, SystemClock
 from mesh.errors import ErrorCode, MeshError
 from mesh.ha import Resolver, RouterDiscovery, system_resolver
 from mesh.routing.types import ModelState
-from mesh.v1 import registry_pb2
+from mesh.v1 import inference_pb2, registry_pb2
 from worker_agent.backends.base import Backend
 from worker_agent.batch_loop import BatchLoop, PendingTask
 from worker_agent.batching import BatchKey, BatchLimits, estimate_request_tokens
@@ -43,6 +43,13 @@ from worker_agent.router_link import LinkSession, RouterLink, TaskOutcome
 from worker_agent.status import AgentStatus, ModelReport, status_to_proto
 
 log = logging.getLogger(__name__)
+
+_RESPONSE_TYPES = {
+    "encode": inference_pb2.EncodeResponse,
+    "score": inference_pb2.ScoreResponse,
+    "extract": inference_pb2.ExtractResponse,
+}
+"""What a backend must answer each operation with (a MeshError aside)."""
 
 AGENT_VERSION = MESH_VERSION
 DEFAULT_DRAIN_GRACE_S = 30.0
@@ -440,6 +447,14 @@ class WorkerAgent:
             return
         queue_ms = max(0.0, queue_s * 1000.0)
         inference_ms = max(0.0, inference_s * 1000.0)
+        operation = pending.key.operation
+        if not isinstance(outcome, MeshError) and type(outcome) is not _RESPONSE_TYPES[operation]:
+            # A backend bug, answered here: the writer packs outcomes into shared
+            # messages, where a wrong one would break the stream for every task on it.
+            log.error("backend %s answered a %s task with %r", self.backend.name, operation, type(outcome))
+            outcome = MeshError(
+                ErrorCode.INTERNAL, f"the backend answered a {operation} task with no response"
+            )
         if isinstance(outcome, MeshError):
             session.send(TaskOutcome(pending.task_id, "", outcome.to_detail(), queue_ms, inference_ms))
             return
@@ -449,7 +464,7 @@ class WorkerAgent:
         timing.queue_ms = queue_ms
         timing.inference_ms = inference_ms
         timing.total_ms = queue_ms + inference_ms
-        session.send(TaskOutcome(pending.task_id, pending.key.operation, outcome, queue_ms, inference_ms))
+        session.send(TaskOutcome(pending.task_id, operation, outcome, queue_ms, inference_ms))
 
     def _limits_for(self, key: BatchKey) -> BatchLimits:
         cache_key = (key.model_id, key.profile)

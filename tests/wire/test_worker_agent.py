@@ -250,6 +250,32 @@ async def test_a_task_batch_runs_as_one_batch_and_is_answered_in_one_message(rou
     assert error_code(router.results[unknown.task_id]) is ErrorCode.MODEL_NOT_FOUND
 
 
+class _OneBadAnswer(FakeBackend):
+    """Answers the text "broken" with something that is not an EncodeResponse (a backend bug)."""
+
+    async def encode(self, target, requests):
+        outcomes = await super().encode(target, requests)
+        return [
+            "not a response" if request.items[0].text == "broken" else outcome
+            for request, outcome in zip(requests, outcomes, strict=True)
+        ]
+
+
+async def test_a_backend_answer_of_the_wrong_kind_fails_only_its_task(router, start_agent):
+    await start_agent(backend=_OneBadAnswer(), max_batch_requests=8)
+    await ready(router)
+    tasks = [encode_task(MINILM_MODEL_ID, [text]) for text in ("before", "broken", "after")]
+    router.send_task_batch(tasks)
+    await router.wait_for(lambda: all(task.task_id in router.results for task in tasks))
+    assert error_code(router.results[tasks[1].task_id]) is ErrorCode.INTERNAL
+    for task, text in ((tasks[0], "before"), (tasks[2], "after")):
+        assert np.array_equal(dense(router.results[task.task_id]), fake_embedding(MINILM_MODEL_ID, text))
+    # The stream survived: the next task is answered on it.
+    later = await router.run_task(encode_task(MINILM_MODEL_ID, ["later"]))
+    assert np.array_equal(dense(later), fake_embedding(MINILM_MODEL_ID, "later"))
+    assert len(router.hellos) == 1
+
+
 async def test_tasks_arriving_while_a_batch_runs_share_the_next_batch(router, start_agent):
     backend = FakeBackend(FakeBackendConfig(fixed_latency_s=0.2))
     await start_agent(backend=backend)
