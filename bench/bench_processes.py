@@ -55,16 +55,41 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: `kind(text)`, refused unless above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be above zero")
+        return value
+
+    return parse
+
+
+def concurrency_levels(text: str) -> list[int]:
+    """An argparse type: "1,16,64" -> [1, 16, 64], each level a positive integer."""
+    parse = positive(int)
+    return [int(parse(part.strip())) for part in text.split(",")]
+
+
 def bench_arguments(
     description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> argparse.Namespace:
     """The flags both benchmarks take (durations, concurrency levels, fake workers),
     and whatever `extra` adds for one of them."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--duration-s", type=positive(float), default=5.0)
     parser.add_argument("--warmup-s", type=float, default=1.0)
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--workers", type=int, default=1, help="fake worker agents behind the router")
+    parser.add_argument(
+        "--concurrency", type=concurrency_levels, default=[1, 16, 64], help="comma-separated, e.g. 1,16,64"
+    )
+    parser.add_argument(
+        "--workers", type=positive(int), default=1, help="fake worker agents behind the router"
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     if extra is not None:
         extra(parser)

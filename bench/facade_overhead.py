@@ -36,6 +36,7 @@ import asyncio
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_processes import LoadResult, bench_arguments, cpu_seconds, start, stop, wait_listening
+from bench_processes import LoadResult, bench_arguments, cpu_seconds, positive, start, stop, wait_listening
 
 from http_facade.codecs import Codec, encode_reply
 from http_facade.replies import encode_reply as encode_reply_view
@@ -207,12 +208,6 @@ async def wait_served(base_url: str, timeout_s: float = 60) -> None:
     raise SystemExit(f"{base_url} never served an encode request")
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def print_table(rounds: list[list[Result]]) -> None:
     """`rounds`: per round, its results in drive order (levels, then targets within a level)."""
     labels = list(dict.fromkeys(r.label for r in rounds[0]))
@@ -246,7 +241,7 @@ def print_table(rounds: list[list[Result]]) -> None:
                 f"{r.label:<30}{r.concurrency:>5}{r.rps:>8.0f}{r.percentile(0.5):>8.2f}{r.percentile(0.99):>8.2f}"
                 f"{cpu(r.cpu_us_per_request('http')):>11}{cpu(r.cpu_us_per_request('router')):>10}"
                 f"{cpu(r.cpu_us_per_request('workers')):>11}{cpu(r.cpu_s_total * 1e6 / max(1, r.requests)):>8}"
-                f"{_median(ratios(label, level)):>9.2f}{r.reply_bytes:>9}"
+                f"{statistics.median(ratios(label, level)):>9.2f}{r.reply_bytes:>9}"
                 + (f"  ({errors} errors)" if errors else "")
             )
     print()
@@ -265,7 +260,7 @@ def print_table(rounds: list[list[Result]]) -> None:
 def _rounds_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive(int),
         default=3,
         help="times each (concurrency, target) is measured, alternating targets",
     )
@@ -276,9 +271,7 @@ def main() -> int:
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0
-    if args.rounds < 1:
-        raise SystemExit("--rounds must be at least 1")
-    levels = [int(x) for x in args.concurrency.split(",")]
+    levels: list[int] = args.concurrency
     rounds: list[list[Result]] = []
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -144,7 +144,7 @@ def main() -> int:
     if args.serve_bare:
         asyncio.run(serve_bare())
         return 0
-    levels = [int(x) for x in args.concurrency.split(",")]
+    levels: list[int] = args.concurrency
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as scratch:
         logs = Path(scratch)

@@ -252,14 +252,15 @@ class _Endpoints:
 
     # -- inference ---------------------------------------------------------
 
+    def _too_large(self, what: str) -> MeshError:
+        return MeshError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"{what} is over the {self._config.max_body_bytes} byte limit"
+        )
+
     async def _read_body(self, request: web.Request) -> object:
         length = request.content_length
         if length is not None and length > self._config.max_body_bytes:
-            # Refused on the header alone: the body is never read.
-            raise MeshError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"request body of {length} bytes is over the {self._config.max_body_bytes} byte limit",
-            )
+            raise self._too_large(f"request body of {length} bytes")  # on the header alone: never read
         codec = request_codec(request.headers.get("Content-Type"))
         content = request.content
         if content.is_eof():
@@ -267,10 +268,7 @@ class _Endpoints:
             # is): take it as it lies, without the read loop.
             body = content.read_nowait()
             if len(body) > self._config.max_body_bytes:  # chunked, or grown by decompression
-                raise MeshError(
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"request body is over the {self._config.max_body_bytes} byte limit",
-                )
+                raise self._too_large("request body")
             return decode_body(body, codec)
         # A chunked body has no length up front; the app's client_max_size
         # stops reading it at the limit (HTTPRequestEntityTooLarge -> 413).

@@ -7,8 +7,9 @@ the worker.
 
 Every inference call answers, or raises DEADLINE_EXCEEDED, within its
 `timeout_s`: the router's dispatcher holds each task to the deadline (noticed
-within 5 ms of it) and the gRPC client sets it as the call's deadline. A caller therefore needs no timer
-of its own (the facade keeps none; one per request is measurable at load).
+within 5 ms of it) and the gRPC client sets it as the call's deadline. A
+caller therefore needs no timer of its own (the facade keeps none; one per
+request is measurable at load).
 
 Request and response payloads stay protobuf messages here on purpose: they
 pass through the mesh opaque, from the edge that parsed them to the worker

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import random
@@ -44,6 +43,7 @@ from mesh.services import ClusterService, InferenceService, RegistrySettings, Wo
 from mesh.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
+    inference_pb2,
     inference_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
@@ -154,12 +154,20 @@ class LocalMeshService:
         except TimeoutError:
             return False
 
-    # The MeshService calls, bound straight to `_run` (one coroutine less per request):
-    # encode(request: EncodeRequest, *, timeout_s, request_id) -> EncodeResponse, and
-    # likewise score (ScoreRequest -> ScoreResponse) and extract (ExtractRequest -> ExtractResponse).
-    encode = functools.partialmethod(_run, "encode")
-    score = functools.partialmethod(_run, "score")
-    extract = functools.partialmethod(_run, "extract")
+    async def encode(
+        self, request: inference_pb2.EncodeRequest, *, timeout_s: float | None, request_id: str
+    ) -> inference_pb2.EncodeResponse:
+        return await self._run("encode", request, timeout_s=timeout_s, request_id=request_id)
+
+    async def score(
+        self, request: inference_pb2.ScoreRequest, *, timeout_s: float | None, request_id: str
+    ) -> inference_pb2.ScoreResponse:
+        return await self._run("score", request, timeout_s=timeout_s, request_id=request_id)
+
+    async def extract(
+        self, request: inference_pb2.ExtractRequest, *, timeout_s: float | None, request_id: str
+    ) -> inference_pb2.ExtractResponse:
+        return await self._run("extract", request, timeout_s=timeout_s, request_id=request_id)
 
     async def cluster_health(self) -> cluster_pb2.ClusterHealth:
         return self._router.cluster_health()

@@ -10,9 +10,7 @@ Anything else in the queue keeps its place between the runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
-
-Entry = TypeVar("Entry")
+from typing import Any, Protocol
 
 
 class Record(Protocol):
@@ -21,7 +19,7 @@ class Record(Protocol):
 
 
 def pack_runs(
-    entries: Iterable[Entry],
+    entries: Iterable[Any],
     record_type: type[Record],
     envelope: Callable[[], Any],
     *,

@@ -82,9 +82,9 @@ def quantize(matrix: np.ndarray, dtype: int) -> np.ndarray:
 def dense_response(
     items: Sequence[common_pb2.Item], matrix: np.ndarray, dtype: int
 ) -> inference_pb2.EncodeResponse:
-    """An EncodeResponse with one dense Tensor per row of `matrix` (float, shape
-    [len(items), dims]), carrying each item's id; the same tensors as
-    `dense_tensors`, written straight into the response rather than copied in."""
+    """An EncodeResponse with one little-endian dense Tensor per row of `matrix`
+    (float, shape [len(items), dims]) in the storage of `dtype`, each carrying
+    its item's id; built in place, so each vector's bytes are copied once."""
     if matrix.ndim != 2 or matrix.shape[0] != len(items):
         raise ValueError(f"expected {len(items)} vectors, got an array of shape {matrix.shape}")
     stored = quantize(matrix, dtype)
